@@ -1,0 +1,207 @@
+"""`bench run`: data -> select -> train -> generate -> judge -> leaderboard, every stage cached.
+
+Stage keys (folder names under runs/<experiment>/):
+  select/<selector>-r<ratio>-s<seed>-<h8>       selector config, ratio, seed, pool key
+  profiles/<proxy>-<h8>                         (inside selectors) proxy config, pool key
+  train/full-<h8> | train/<select key>-<h8>     train config, model, exact subset ids
+  generate/<train key>-<h8>                     generate config, eval sets, train key
+  judge/<judge>/<A>__vs__<B>-<h8>               judge identity, both generate keys
+The full-data model depends only on (pool, model, train config): it is trained once and
+reused by every selector and ratio that compares against it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..config import RunConfig, stable_hash, to_dict
+from ..data import load_eval_set, load_pool
+from ..runs import RunDir, StageKey, stage_key, write_manifest
+
+
+def _subset_fingerprint(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, progress: bool = True, log=print):
+        from ..models import pick_device
+
+        self.cfg, self.progress, self.log = cfg, progress, log
+        self.root = Path(cfg.runs_dir).expanduser().resolve() / cfg.experiment
+        self.rd = RunDir(self.root)
+        self.device = pick_device(cfg.device)
+        self.stages: dict[str, str] = {}
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+
+    # ------------------------------------------------------------------ data
+    def load_data(self):
+        d = self.cfg.data
+        self.pool = load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed)
+        self.pool_key = {"pool": d.pool, "source": Path(self.pool.source).name,
+                         "fingerprint": self.pool.fingerprint(), "n": len(self.pool)}
+        skipped = {k: v for k, v in self.pool.skipped.items() if v}
+        self.log(f"[data]   pool '{d.pool}': {len(self.pool)} examples from {self.pool.source}"
+                 + (f" (skipped {skipped})" if skipped else ""))
+        self.evals = {es: load_eval_set(es, d.data_dir, d.eval_limit) for es in d.eval_sets}
+        self.log("[data]   eval sets: " + ", ".join(f"{k} ({len(v)})" for k, v in self.evals.items()))
+
+    # ------------------------------------------------------------------ select
+    def select(self, selector, ratio: float) -> tuple[StageKey, dict]:
+        from ..selectors.base import SelectionContext
+
+        cfg = self.cfg
+        key = stage_key("select", f"{selector.name}-r{ratio:g}-s{cfg.seed}",
+                        selector.cache_config(), ratio, cfg.seed, self.pool_key)
+
+        def build(tmp: Path) -> None:
+            ctx = SelectionContext(seed=cfg.seed, device=self.device, run_dir=self.rd,
+                                   pool_key=stable_hash(self.pool_key, n=16),
+                                   data_dir=cfg.data.data_dir, log=self.log)
+            sel = selector.run(self.pool, ratio, ctx)
+            np.save(tmp / "scores.npy", sel.scores)
+            info = {"selector": selector.name, "description": selector.description,
+                    "ratio": ratio, "seed": cfg.seed, "pool_size": len(self.pool),
+                    **sel.info, **{k: v for k, v in ctx.notes.items()}}
+            (tmp / "subset.json").write_text(json.dumps(
+                {"indices": sel.indices, "ids": [self.pool.rows[i]["id"] for i in sel.indices]}))
+            (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str))
+            msg = f"[select] {selector.name} r={ratio:g}: {len(sel.indices)}/{len(self.pool)} examples"
+            if "filter_report" in sel.info:
+                msg += f"; {sel.info['filter_report']}"
+            self.log(msg + f" ({info['selection_seconds']:.1f}s)")
+
+        folder = self.rd.cached(key, build, selector.cache_config(), log=self.log)
+        self.stages[f"select/{key.key}"] = str(folder)
+        subset = json.loads((folder / "subset.json").read_text())
+        info = json.loads((folder / "info.json").read_text())
+        return key, {**subset, "info": info}
+
+    # ------------------------------------------------------------------ train
+    def train(self, name: str, indices: list[int] | None) -> StageKey:
+        from .train import train_model
+
+        cfg = self.cfg
+        rows = self.pool.rows if indices is None else [self.pool.rows[i] for i in sorted(indices)]
+        ids_fp = _subset_fingerprint([r["id"] for r in rows])
+        if indices is not None and len(rows) == len(self.pool):
+            name = "full"  # the subset is the whole pool: reuse the full-data model
+        key = stage_key("train", name, cfg.train, cfg.model, ids_fp)
+
+        def build(tmp: Path) -> None:
+            info = train_model(cfg.model, rows, cfg.train, tmp, self.device, self.progress)
+            self.log(f"[train]  {name}: {info['examples']} examples, {info['steps']} steps, "
+                     f"{info['seconds']:.0f}s, final loss {info['final_loss']}")
+
+        folder = self.rd.cached(key, build, {"train": to_dict(cfg.train), "model": cfg.model,
+                                             "n_examples": len(rows)}, log=self.log)
+        self.stages[f"train/{key.key}"] = str(folder)
+        return key
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, train_key: StageKey) -> StageKey:
+        from .generate import eval_prompts, generate_hf, generate_vllm, write_answers
+        from .train import load_trained
+
+        cfg = self.cfg
+        gcfg = cfg.generate
+        template = gcfg.template or cfg.train.template
+        sets = {k: [it["id"] for it in v] for k, v in self.evals.items()}
+        key = stage_key("generate", train_key.key, gcfg, template, sets, train_key.digest)
+
+        def build(tmp: Path) -> None:
+            from ..models import load_tokenizer, resolve_model
+
+            tfolder = self.rd.path(train_key)
+            tok = load_tokenizer(cfg.model, padding_side="left")
+            if gcfg.backend == "vllm":
+                adapter = tfolder / "model" if cfg.train.method == "lora" else None
+                base = resolve_model(cfg.model) if adapter else str(tfolder / "model")
+                allp = [(es, eval_prompts(items, template, tok)) for es, items in self.evals.items()]
+                flat = [p for _, ps in allp for p in ps]
+                outs = generate_vllm(base, adapter, flat, gcfg, max(cfg.train.lora_r, 8))
+                pos = 0
+                for es, ps in allp:
+                    write_answers(tmp, es, self.evals[es], outs[pos:pos + len(ps)])
+                    pos += len(ps)
+                return
+            model = load_trained(cfg.model, tfolder, cfg.train.method, self.device)
+            for es, items in self.evals.items():
+                answers = generate_hf(model, tok, eval_prompts(items, template, tok), gcfg,
+                                      self.progress, desc=f"generate {es}")
+                write_answers(tmp, es, items, answers)
+
+        folder = self.rd.cached(key, build, {"generate": to_dict(gcfg), "template": template,
+                                             "train": train_key.key}, log=self.log)
+        self.stages[f"generate/{key.key}"] = str(folder)
+        return key
+
+    # ------------------------------------------------------------------ judge
+    def judge(self, judge_name: str, gen_a: StageKey, gen_b: StageKey, row_meta: dict) -> dict:
+        from ..judges import load_judge
+        from ..judges.base import CompletionCache
+        from ..judges.stage import build_items, judge_items, reduce, write_rows
+        from .generate import read_answers
+
+        judge = load_judge(judge_name)
+        cache = CompletionCache(self.root / "judge" / judge.name / "cache.jsonl")
+        key = stage_key(f"judge/{judge.name}", f"{gen_a.name}__vs__{gen_b.name}",
+                        judge.cache_identity(), gen_a.digest, gen_b.digest)
+
+        def build(tmp: Path) -> None:
+            fa, fb = self.rd.path(gen_a), self.rd.path(gen_b)
+            answers_a = {es: read_answers(fa, es) for es in self.evals}
+            answers_b = {es: read_answers(fb, es) for es in self.evals}
+            recs = build_items(answers_a, answers_b)
+            counts = judge_items(judge, recs, cache, self.progress)
+            rows, summary = reduce(recs, cache, seed=self.cfg.seed)
+            write_rows(tmp / "judgments.jsonl", rows)
+            result = {**row_meta, "judge": judge.name, "judge_kind": judge.kind,
+                      "judge_model": getattr(judge.config, "model", judge.registry_name),
+                      "calls": counts, "judge_stats": judge.stats, "summary": summary,
+                      "model_a": gen_a.key, "model_b": gen_b.key}
+            (tmp / "result.json").write_text(json.dumps(result, indent=2, default=str))
+            p = summary["pooled"]
+            self.log(f"[judge]  {judge.name}: W/T/L {p['win']}/{p['tie']}/{p['lose']} "
+                     f"unparsed {p['unparsed']} PWS {p['pws']:.3f} "
+                     f"({counts['new']} new calls, {counts['cached']} cached)")
+
+        folder = self.rd.cached(key, build, judge.cache_identity(), log=self.log)
+        self.stages[f"judge/{key.key}"] = str(folder)
+        return json.loads((folder / "result.json").read_text())
+
+    # ------------------------------------------------------------------ all
+    def run(self, command: list[str] | None = None) -> list[dict]:
+        from ..leaderboard import write_leaderboard
+        from ..selectors import build_selector
+
+        cfg = self.cfg
+        selector = build_selector(cfg.selector, cfg.selector_params)
+        seeds = {"seed": cfg.seed, "sample_seed": cfg.data.sample_seed,
+                 "train_seed": cfg.train.seed, "generate_seed": cfg.generate.seed}
+        write_manifest(self.root, command or sys.argv, cfg, seeds)
+        self.load_data()
+        results = []
+        full_train = self.train("full", None)
+        full_gen = self.generate(full_train)
+        for ratio in cfg.ratios:
+            skey, subset = self.select(selector, ratio)
+            tkey = self.train(skey.key, subset["indices"])
+            gkey = self.generate(tkey)
+            meta = {"experiment": cfg.experiment, "selector": selector.name, "ratio": ratio,
+                    "seed": cfg.seed, "pool": cfg.data.pool, "pool_size": len(self.pool),
+                    "model": cfg.model, "regime": cfg.train.method,
+                    "selection_seconds": subset["info"].get("selection_seconds"),
+                    "n_selected": len(subset["indices"]), "select_key": skey.key}
+            for jn in cfg.judges:
+                results.append(self.judge(jn, gkey, full_gen, meta))
+        write_manifest(self.root, command or sys.argv, cfg, seeds, self.stages, update_last=True)
+        write_leaderboard(Path(cfg.runs_dir).expanduser().resolve())
+        return results

@@ -1,0 +1,89 @@
+"""One fine-tuning harness for every selector: TRL SFTTrainer, LoRA (PEFT) or full.
+
+Data are prompt/completion pairs (Alpaca prompt or the model's chat template), so TRL
+computes the loss on the response tokens only. The chosen SFTConfig fields come from
+:class:`selbench.config.TrainConfig`; ``train.extra`` passes any other SFTConfig field.
+Outputs in the stage folder: ``model/`` (LoRA adapter or full weights + tokenizer),
+``loss.csv`` (step, loss, learning rate) and ``train.json`` (counts and timing).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..templates import format_prompt
+
+
+def to_sft_rows(rows: list[dict], template: str, tokenizer) -> list[dict]:
+    return [{"prompt": format_prompt(r["instruction"], r.get("input", ""), template, tokenizer),
+             "completion": r["output"]} for r in rows]
+
+
+def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
+                device: str = "cpu", progress: bool = True) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from ..models import default_lora_targets, load_model, load_tokenizer
+
+    set_seed(cfg.seed)
+    tok = load_tokenizer(model_name)
+    model = load_model(model_name, device)
+    ds = Dataset.from_list(to_sft_rows(rows, cfg.template, tok))
+    peft_config = None
+    if cfg.method == "lora":
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                 lora_dropout=cfg.lora_dropout,
+                                 target_modules=cfg.target_modules or default_lora_targets(model),
+                                 bias="none", task_type="CAUSAL_LM")
+    args = dict(
+        output_dir=str(out / "trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, optim="adamw_torch",
+        max_length=cfg.max_length, packing=False, completion_only_loss=True,
+        logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        bf16=cfg.bf16,
+        use_cpu=device == "cpu", disable_tqdm=not progress, dataloader_num_workers=0,
+    )
+    args.update(cfg.extra)
+    t0 = time.perf_counter()
+    trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=ds,
+                         processing_class=tok, peft_config=peft_config)
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    trainer.model.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    with (out / "loss.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss", "learning_rate"])
+        for h in logs:
+            w.writerow([h.get("step"), h.get("loss"), h.get("learning_rate")])
+    info = {"examples": len(rows), "steps": trainer.state.global_step, "seconds": seconds,
+            "method": cfg.method, "base_model": model_name,
+            "final_loss": logs[-1]["loss"] if logs else None}
+    (out / "train.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def load_trained(model_name: str, folder: Path, method: str, device: str = "cpu"):
+    """Model ready for generation (LoRA merged into the base for speed)."""
+    from ..models import load_model
+
+    if method == "lora":
+        from peft import PeftModel
+
+        base = load_model(model_name, device)
+        model = PeftModel.from_pretrained(base, str(folder / "model")).merge_and_unload()
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(folder / "model")).to(device)
+    return model.eval()

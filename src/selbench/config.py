@@ -1,0 +1,287 @@
+"""Configuration: dataclasses, layered YAML, CLI overrides, stable hashes.
+
+A run is described by one :class:`RunConfig`. YAML files may ``include:`` other YAML files
+(paths relative to the including file); later layers override earlier ones key by key.
+``--set a.b=value`` on the command line overrides any key. Unknown keys are errors that
+name the file (or flag) and the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CACHE_VERSION = 1  # bump to invalidate every cached stage when a stage's semantics change
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    pool: str = "alpaca"
+    """'alpaca' | 'alpaca-gpt4' (local file under data_dir, else the HF hub), a .json/.jsonl
+    path, or a Hugging Face dataset id."""
+    data_dir: str | None = None
+    """Folder holding train/ and eval_prompts/ (the layout of shared/data). Also taken from
+    the SELBENCH_DATA_DIR environment variable or --data-dir."""
+    pool_size: int | None = None
+    """Seeded random sample of the pool (None = the whole pool)."""
+    sample_seed: int = 0
+    eval_sets: list[str] = field(default_factory=lambda: ["wizardlm", "vicuna"])
+    eval_limit: int | None = None
+    """First N prompts of each eval set (None = all)."""
+
+
+@dataclass
+class TrainConfig:
+    method: str = "lora"  # lora | full
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] | None = None  # None = attention q/k/v (auto-detected)
+    learning_rate: float = 2e-4
+    epochs: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 256
+    template: str = "alpaca"  # alpaca | chat
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    bf16: bool = False
+    seed: int = 42
+    max_steps: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Passed through to trl.SFTConfig as keyword arguments."""
+
+
+@dataclass
+class GenerateConfig:
+    backend: str = "hf"  # hf | vllm
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+    template: str | None = None  # None = same as train.template
+
+
+@dataclass
+class RunConfig:
+    experiment: str = "default"
+    runs_dir: str = "runs"
+    model: str = "smollm2-135m-instruct"
+    selector: str = "random"
+    ratios: list[float] = field(default_factory=lambda: [0.05])
+    seed: int = 0
+    selector_params: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the chosen selector's own config dataclass (validated there)."""
+    judges: list[str] = field(default_factory=lambda: ["offline-refsim-minilm"])
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int | None = None
+
+
+# --------------------------------------------------------------------------- building
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert a YAML value to the annotated type; raise ConfigError naming `where`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass `cls` from a mapping; unknown keys are errors (with a suggestion)."""
+    import difflib
+
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key '{key}'{hint} (known: {', '.join(sorted(names))})"
+            )
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("extra",):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml_layers(path: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Read a YAML config, resolving ``include:`` (a path or a list, relative to the file)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: include cycle")
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        merged = deep_merge(merged, load_yaml_layers(path.parent / inc, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def set_path(d: dict, keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: '{k}' is not a mapping")
+    d[keys[-1]] = value
+
+
+def build_config(files: list[str] | None = None, overrides: dict | None = None,
+                 sets: list[str] | None = None) -> RunConfig:
+    """Layers: dataclass defaults < YAML files (in order) < named CLI flags < --set."""
+    data: dict = {}
+    for f in files or []:
+        layer = load_yaml_layers(f)
+        try:
+            from_dict(RunConfig, deep_merge(data, layer), where=str(f))
+        except ConfigError:
+            raise
+        data = deep_merge(data, layer)
+    for keys, value in (overrides or {}).items():
+        set_path(data, keys.split("."), value)
+    for s in sets or []:
+        keys, value = parse_override(s)
+        set_path(data, keys, value)
+    cfg = from_dict(RunConfig, data, where="config")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    for r in cfg.ratios:
+        if not (0.0 < r <= 1.0):
+            raise ConfigError(f"ratio {r} is outside (0, 1]: use e.g. 0.05 for 5%")
+    if cfg.train.method not in ("lora", "full"):
+        raise ConfigError(f"train.method must be 'lora' or 'full', got {cfg.train.method!r}")
+    if cfg.train.template not in ("alpaca", "chat"):
+        raise ConfigError(f"train.template must be 'alpaca' or 'chat', got {cfg.train.template!r}")
+    if cfg.generate.backend not in ("hf", "vllm"):
+        raise ConfigError(f"generate.backend must be 'hf' or 'vllm', got {cfg.generate.backend!r}")
+    if cfg.data.pool_size is not None and cfg.data.pool_size <= 0:
+        raise ConfigError("data.pool_size must be positive")
+
+
+# --------------------------------------------------------------------------- hashing
+def stable_hash(*parts: Any, n: int = 8) -> str:
+    """First n hex chars of sha256 over sorted JSON of the parts plus CACHE_VERSION."""
+    blob = json.dumps([to_dict(p) for p in parts] + [CACHE_VERSION], sort_keys=True,
+                      default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:n]
+
+
+def replace(obj, **changes):
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,279 @@
+"""Training pools (Alpaca format) and evaluation prompt sets.
+
+A pool row is ``{"id", "instruction", "input", "output"}``; ``id`` is a stable content hash
+of the three text fields, so the same example keeps its id across files and samples.
+
+Validation (every row): the file must be UTF-8 JSON (a list of objects) or JSONL; each row
+must be an object with string ``instruction`` and ``output`` (``input`` is optional and
+defaults to ""). Anything else raises :class:`PoolError` naming file, row and field.
+Documented skips, counted in :attr:`Pool.skipped`: rows whose output is empty or blank, and
+exact duplicate rows (the first occurrence is kept).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .registry import Registry
+
+ENV_DATA_DIR = "SELBENCH_DATA_DIR"
+
+# known pools: local file under the data dir, else a hub dataset id
+KNOWN_POOLS = {
+    "alpaca": ("train/alpaca_data.json", "tatsu-lab/alpaca"),
+    "alpaca-gpt4": ("train/alpaca_gpt4_partial.json", "vicgalle/alpaca-gpt4"),
+}
+
+
+class PoolError(ValueError):
+    """Bad training-pool input; the message names file, row (1-based) and field."""
+
+
+class DataNotFound(FileNotFoundError):
+    pass
+
+
+@dataclass
+class Pool:
+    name: str
+    rows: list[dict[str, str]]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.rows]
+
+    def subset(self, indices) -> "Pool":
+        return Pool(self.name, [self.rows[i] for i in indices], self.source, dict(self.skipped))
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for r in self.rows:
+            h.update(r["id"].encode())
+        return h.hexdigest()[:16]
+
+
+def content_id(instruction: str, input_: str, output: str) -> str:
+    blob = json.dumps([instruction, input_, output], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    d = data_dir or os.environ.get(ENV_DATA_DIR)
+    if not d:
+        return None
+    p = Path(d).expanduser().resolve()
+    if not p.is_dir():
+        raise DataNotFound(f"data directory {p} does not exist (from "
+                           f"{'config/--data-dir' if data_dir else ENV_DATA_DIR})")
+    return p
+
+
+# --------------------------------------------------------------------------- reading
+def _read_records(path: Path) -> list[tuple[int, Any]]:
+    """Return (row number, parsed object) for a .json list or a .jsonl file."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise PoolError(f"{path}: not UTF-8 text (byte {e.start}, line {line}): "
+                        f"re-encode the file as UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise PoolError(f"{path}: the file is empty")
+    stripped = text.lstrip()
+    if path.suffix == ".jsonl" or (not stripped.startswith("[") and path.suffix != ".json"):
+        out = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                out.append((i, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise PoolError(f"{path}: row {i}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not out:
+            raise PoolError(f"{path}: the file has no rows")
+        return out
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PoolError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(data, list):
+        raise PoolError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+    if not data:
+        raise PoolError(f"{path}: the file has no rows")
+    return [(i, r) for i, r in enumerate(data, 1)]
+
+
+def validate_rows(records: list[tuple[int, Any]], where: str,
+                  row_label: str = "row") -> tuple[list[dict], dict[str, int]]:
+    rows, seen = [], set()
+    skipped = {"empty_output": 0, "duplicate": 0}
+    for n, rec in records:
+        if not isinstance(rec, dict):
+            raise PoolError(f"{where}: {row_label} {n}: expected an object, got {type(rec).__name__}")
+        for key in ("instruction", "output"):
+            if key not in rec:
+                raise PoolError(f"{where}: {row_label} {n}: missing field '{key}'")
+        vals = {}
+        for key in ("instruction", "input", "output"):
+            v = rec.get(key, "")
+            if v is None and key == "input":
+                v = ""
+            if not isinstance(v, str):
+                raise PoolError(f"{where}: {row_label} {n}: field '{key}' must be a string, "
+                                f"got {type(v).__name__} ({str(v)[:40]!r})")
+            vals[key] = v
+        if not vals["instruction"].strip():
+            raise PoolError(f"{where}: {row_label} {n}: field 'instruction' is empty")
+        if not vals["output"].strip():
+            skipped["empty_output"] += 1
+            continue
+        cid = content_id(vals["instruction"], vals["input"], vals["output"])
+        if cid in seen:
+            skipped["duplicate"] += 1
+            continue
+        seen.add(cid)
+        rows.append({"id": cid, **vals})
+    if not rows:
+        raise PoolError(f"{where}: no usable rows (skipped: {skipped})")
+    return rows, skipped
+
+
+def load_pool(path_or_id: str, data_dir: str | None = None, size: int | None = None,
+              seed: int = 0) -> Pool:
+    """Load an Alpaca-format pool from a known name, a local .json/.jsonl, or a hub id.
+
+    ``size`` takes a seeded random sample (kept in the pool's original order).
+    """
+    name = path_or_id
+    local: Path | None = None
+    hub_id: str | None = None
+    if name in KNOWN_POOLS:
+        rel, hub_id = KNOWN_POOLS[name]
+        dd = resolve_data_dir(data_dir)
+        if dd is not None and (dd / rel).exists():
+            local = dd / rel
+    elif Path(name).expanduser().exists():
+        local = Path(name).expanduser().resolve()
+    elif name.endswith((".json", ".jsonl")):
+        raise DataNotFound(f"pool file not found: {name}")
+    else:
+        hub_id = name
+    if local is not None:
+        rows, skipped = validate_rows(_read_records(local), str(local))
+        source = str(local)
+    else:
+        rows, skipped = _load_hub(hub_id, name)
+        source = f"hf://{hub_id}"
+    pool = Pool(name=Path(name).stem if local is not None and name not in KNOWN_POOLS else name,
+                rows=rows, source=source, skipped=skipped)
+    if size is not None and size < len(pool):
+        idx = sorted(random.Random(seed).sample(range(len(pool)), size))
+        pool = pool.subset(idx)
+    return pool
+
+
+def _load_hub(hub_id: str, name: str) -> tuple[list[dict], dict[str, int]]:
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(hub_id, split="train")
+    except Exception as e:  # noqa: BLE001 - offline, missing, gated...
+        hint = ""
+        if name in KNOWN_POOLS:
+            hint = (f" Point --data-dir (or {ENV_DATA_DIR}) at a folder containing "
+                    f"{KNOWN_POOLS[name][0]}, e.g. the repo's ../shared/data.")
+        raise DataNotFound(f"pool '{name}': no local file and the hub dataset '{hub_id}' "
+                           f"could not be loaded ({type(e).__name__}: {str(e)[:200]}).{hint}") from None
+    return validate_rows([(i, dict(r)) for i, r in enumerate(ds, 1)], f"hf://{hub_id}")
+
+
+# --------------------------------------------------------------------------- eval sets
+@dataclass
+class EvalSet:
+    name: str
+    file: str  # relative to the data dir
+    get_id: Callable[[dict], str]
+    get_prompt: Callable[[dict], str]
+    reference_file: str | None = None  # reference answers (field 'answer'), same order/ids
+    default: bool = False
+
+
+EVAL_SETS: Registry[EvalSet] = Registry("eval set")
+
+
+def _register_eval(es: EvalSet, *aliases: str) -> None:
+    EVAL_SETS.add(es.name, es, *aliases)
+
+
+def _sinstruct_prompt(r: dict) -> str:
+    inst = r["instruction"]
+    inputs = [x.get("input", "") for x in r.get("instances", []) if x.get("input")]
+    return f"{inst}\n\n{inputs[0]}" if inputs else inst
+
+
+def _lima_prompt(r: dict) -> str:
+    c = r["conversations"]
+    return c[0] if isinstance(c, list) else c
+
+
+_REF = "reference_answers/diverseevol_gpt35_turbo_0624/"
+_register_eval(EvalSet("wizardlm", "eval_prompts/wizardlm_test_set.jsonl", lambda r: str(r["idx"]),
+                       lambda r: r["Instruction"], _REF + "wizardlm_test_gpt35_0624.jsonl", True))
+_register_eval(EvalSet("vicuna", "eval_prompts/vicuna_test_set.jsonl",
+                       lambda r: str(r["question_id"]), lambda r: r["text"],
+                       _REF + "vicuna_test_gpt35_0624.jsonl", True))
+_register_eval(EvalSet("koala", "eval_prompts/koala_test_set.jsonl", lambda r: str(r["id"]),
+                       lambda r: r["prompt"], _REF + "koala_test_gpt35_0624.jsonl"))
+_register_eval(EvalSet("lima", "eval_prompts/lima_test_set.jsonl", None, _lima_prompt))  # type: ignore[arg-type]
+_register_eval(EvalSet("sinstruct", "eval_prompts/sinstruct_test_set.jsonl",
+                       lambda r: str(r["id"]), _sinstruct_prompt), "self-instruct")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise PoolError(f"{path}: row {i}: invalid JSON ({e.msg})") from None
+    return out
+
+
+def load_eval_set(name: str, data_dir: str | None = None, limit: int | None = None) -> list[dict]:
+    """Return ``[{"id", "prompt", "reference"?}]`` for a registered eval set."""
+    es = EVAL_SETS.get(name)
+    dd = resolve_data_dir(data_dir)
+    if dd is None or not (dd / es.file).exists():
+        raise DataNotFound(f"eval set '{es.name}': {es.file} not found under "
+                           f"{dd or '(no data dir)'}; pass --data-dir or set {ENV_DATA_DIR}")
+    rows = _read_jsonl(dd / es.file)
+    items = []
+    for i, r in enumerate(rows):
+        try:
+            pid = es.get_id(r) if es.get_id else str(i)
+            prompt = es.get_prompt(r)
+        except (KeyError, IndexError, TypeError) as e:
+            raise PoolError(f"{dd / es.file}: row {i + 1}: missing field {e}") from None
+        items.append({"id": pid, "prompt": prompt})
+    if es.reference_file and (dd / es.reference_file).exists():
+        refs = _read_jsonl(dd / es.reference_file)
+        if len(refs) == len(items):
+            for it, ref in zip(items, refs):
+                if es.get_prompt(ref) == it["prompt"]:
+                    it["reference"] = ref.get("answer", "")
+    return items[:limit] if limit else items

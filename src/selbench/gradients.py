@@ -1,0 +1,430 @@
+"""Gradient profiles: the proxy-model gradient work shared by several selectors.
+
+One frozen backbone carries an ensemble of M LoRA adapters (PEFT). Each member gets its own
+initialisation seed and its own data order and minimises its *own* loss (the ensemble loss
+is the mean of member losses, never the loss of an averaged prediction). While a member
+trains, every batch's backward pass also yields, for free, the gradient of each example's
+own mean-token loss w.r.t. that member's LoRA parameters:
+
+    for a linear map y_t = W x_t with output gradient d_t, example i's weight gradient is
+    G_i = sum_t d_t x_t^T  (sum over i's tokens),
+
+computed from hooks on the LoRA A and B layers with one einsum per batch. The batch
+backward is of the *sum* of per-example mean losses, so each example's slice is exactly its
+own gradient; the optimizer then uses the mean (grads divided by the batch size). Right
+padding with labels -100 leaves real tokens untouched, so the result is exact.
+
+``record="train"`` (default, the paper's "collected during training") records ||G_i|| at the
+weights in force when i's batch is processed during epoch e. ``record="pass"`` recomputes
+all norms in a separate no-update pass at the end of each epoch (every example then sees
+the same weights; costs one extra forward+backward per example and epoch).
+
+Optionally a seeded random projection of each flattened per-example gradient is kept
+(for SPICE): ``countsketch`` (each coordinate hashed to one of d buckets with a random sign,
+an unbiased sparse JL sketch, O(P) per example) or ``gaussian`` / ``rademacher`` dense
+matrices (O(P d), generated in chunks from the seed; GPU-sized).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import to_dict
+
+
+# --------------------------------------------------------------------------- per-example grads
+def lora_modules(model, adapter: str | None = None) -> list[tuple[str, torch.nn.Module, torch.nn.Module]]:
+    """(name, lora_A, lora_B) for every LoRA layer of the active (or given) adapter."""
+    out = []
+    for name, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and hasattr(mod, "lora_B") and isinstance(mod.lora_A, torch.nn.ModuleDict):
+            names = [adapter] if adapter else list(getattr(mod, "active_adapters", [])) or list(mod.lora_A.keys())
+            for a in names:
+                if a in mod.lora_A:
+                    out.append((f"{name}.{a}", mod.lora_A[a], mod.lora_B[a]))
+    if not out:
+        raise ValueError("model has no LoRA layers (expected a PEFT LoRA model)")
+    return out
+
+
+class PerExampleGrads:
+    """Context manager: hooks that capture per-example LoRA gradients of the next backward.
+
+    After ``loss.backward()`` inside the context, :meth:`collect` returns, per captured linear
+    layer, the per-example weight gradients ``[B, out, in]`` (same order as the module's
+    ``weight``), computed as ``einsum('bto,bti->boi', d, x)``.
+    """
+
+    def __init__(self, model, adapter: str | None = None):
+        self.layers = []
+        for _, a, b in lora_modules(model, adapter):
+            self.layers += [a, b]
+        self._handles: list = []
+        self._x: dict[int, torch.Tensor] = {}
+        self._g: dict[int, torch.Tensor] = {}
+
+    def __enter__(self):
+        for i, layer in enumerate(self.layers):
+            self._handles.append(layer.register_forward_hook(self._make_hook(i)))
+        return self
+
+    def _make_hook(self, i: int):
+        def hook(module, inputs, output):
+            self._x[i] = inputs[0].detach()
+            if output.requires_grad:
+                def grad_hook(g, i=i):
+                    self._g[i] = g.detach()
+                output.register_hook(grad_hook)
+        return hook
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def reset(self) -> None:
+        self._x.clear()
+        self._g.clear()
+
+    def collect(self) -> list[torch.Tensor]:
+        grads = []
+        for i in range(len(self.layers)):
+            if i not in self._g:
+                raise RuntimeError("no gradient captured: call backward() inside the context")
+            x, g = self._x[i].float(), self._g[i].float()
+            if x.dim() == 2:
+                x, g = x.unsqueeze(1), g.unsqueeze(1)
+            grads.append(torch.einsum("bto,bti->boi", g, x))
+        return grads
+
+    def norms(self) -> torch.Tensor:
+        sq = None
+        for G in self.collect():
+            s = G.pow(2).sum(dim=(1, 2))
+            sq = s if sq is None else sq + s
+        return sq.sqrt()
+
+
+def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss over each example's scored (label != -100) tokens -> [B]."""
+    logits = logits[:, :-1].float()
+    tgt = labels[:, 1:]
+    mask = tgt != -100
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.clamp(min=0).reshape(-1),
+                         reduction="none").view_as(tgt)
+    return (ce * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _decoder_and_head(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dec = base.get_decoder() if hasattr(base, "get_decoder") else None
+    if dec is None:
+        dec = getattr(base, "model", None) or getattr(base, "transformer", None)
+    return base, dec, base.get_output_embeddings()
+
+
+def scored_losses(model, batch: dict, autocast_bf16: bool = False) -> torch.Tensor:
+    """Per-example mean token loss, applying the LM head only at scored positions.
+
+    Same value as ``per_example_losses(model(...).logits, labels)`` but skips the
+    vocabulary projection for prompt and padding tokens (most of the LM-head cost)."""
+    base, dec, head = _decoder_and_head(model)
+    dev = next(model.parameters()).device
+    labels = batch["labels"]
+    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+        h = dec(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        tgt = labels[:, 1:]
+        mask = tgt != -100
+        logits = head(h[:, :-1][mask])
+    logits = logits.float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    ce = F.cross_entropy(logits, tgt[mask], reduction="none")
+    rows = mask.nonzero()[:, 0]
+    B = labels.size(0)
+    tot = torch.zeros(B, device=ce.device, dtype=ce.dtype).index_add(0, rows, ce)
+    cnt = mask.sum(1).clamp(min=1)
+    return tot / cnt
+
+
+def _forward_losses(model, batch: dict, autocast_bf16: bool = False) -> torch.Tensor:
+    return scored_losses(model, batch, autocast_bf16)
+
+
+def per_example_lora_grad_norms(model, batch: dict) -> torch.Tensor:
+    """L2 norm of each example's own mean-token-loss gradient w.r.t. the trainable LoRA
+    parameters, at the model's current weights. Leaves parameter ``.grad`` untouched."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    with PerExampleGrads(model) as cap:
+        losses = _forward_losses(model, batch)
+        losses.sum().backward()
+        norms = cap.norms()
+    for p, g in zip(params, saved):
+        p.grad = g
+    return norms.detach()
+
+
+# --------------------------------------------------------------------------- projections
+class Projector:
+    """Seeded random projection of flattened per-example gradients [B, P] -> [B, d]."""
+
+    def __init__(self, sizes: list[int], dim: int, kind: str = "countsketch", seed: int = 0,
+                 device: str = "cpu"):
+        self.dim, self.kind, self.sizes = dim, kind, sizes
+        self.P = int(sum(sizes))
+        gen = torch.Generator().manual_seed(seed)
+        if kind == "countsketch":
+            self.bucket = torch.randint(0, dim, (self.P,), generator=gen).to(device)
+            self.sign = (torch.randint(0, 2, (self.P,), generator=gen) * 2 - 1).float().to(device)
+        elif kind in ("gaussian", "rademacher"):
+            if self.P * dim > 2_000_000_000:
+                raise ValueError(f"dense projection {self.P}x{dim} too large; use countsketch")
+            if kind == "gaussian":
+                m = torch.randn(self.P, dim, generator=gen)
+            else:
+                m = torch.randint(0, 2, (self.P, dim), generator=gen).float() * 2 - 1
+            self.matrix = (m / math.sqrt(dim)).to(device)
+        else:
+            raise ValueError(f"unknown projection {kind!r} (countsketch | gaussian | rademacher)")
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        if self.kind == "countsketch":
+            out = torch.zeros(flat.size(0), self.dim, device=flat.device)
+            out.index_add_(1, self.bucket, flat * self.sign)
+            return out
+        return flat @ self.matrix
+
+
+# --------------------------------------------------------------------------- the ensemble
+@dataclass
+class ProfileConfig:
+    """Proxy ensemble + recording settings; the profile cache key is this dataclass."""
+
+    proxy: str = "smollm2-135m-instruct"
+    members: int = 5
+    epochs: int = 2
+    learning_rate: float = 5e-5
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: list[str] | None = None  # None = attention q/k/v (c_attn on GPT-2)
+    batch_size: int = 16
+    max_length: int = 256
+    template: str = "alpaca"
+    precision: str = "fp32"  # fp32 | bf16 (autocast; norms 0.2-5% noisy per example)
+    record: str = "train"  # train (during the epoch's updates) | pass (separate pass per epoch)
+    projection_dim: int = 0  # 0 = no projected gradients
+    projection: str = "countsketch"
+    seed: int = 0
+
+
+@dataclass
+class Profile:
+    norms: np.ndarray  # [M, E, N] per-example LoRA gradient norms
+    losses: np.ndarray  # [M, E, N] per-example losses (same weights as the norms)
+    projections: np.ndarray | None  # [N, d] member 0, last epoch
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / "norms.npy", self.norms)
+        np.save(folder / "losses.npy", self.losses)
+        if self.projections is not None:
+            np.save(folder / "projections.npy", self.projections)
+        (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Profile":
+        proj = folder / "projections.npy"
+        return cls(np.load(folder / "norms.npy"), np.load(folder / "losses.npy"),
+                   np.load(proj) if proj.exists() else None,
+                   json.loads((folder / "meta.json").read_text()))
+
+
+def tokenize_pool(rows: list[dict], tokenizer, template: str, max_length: int) -> list[dict]:
+    from .templates import tokenize_example
+
+    return [tokenize_example(tokenizer, r, template, max_length) for r in rows]
+
+
+def collate(examples: list[dict], pad_id: int, device) -> dict:
+    """Right padding; labels -100 on padding."""
+    n = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)
+    lab = torch.full((len(examples), n), -100, dtype=torch.long)
+    att = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, e in enumerate(examples):
+        L = len(e["input_ids"])
+        ids[i, :L] = torch.tensor(e["input_ids"])
+        lab[i, :L] = torch.tensor(e["labels"])
+        att[i, :L] = 1
+    return {"input_ids": ids.to(device), "attention_mask": att.to(device), "labels": lab.to(device)}
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random,
+                     chunk_batches: int = 8) -> list[list[int]]:
+    """A random order, sorted by length inside chunks of `chunk_batches` batches (less
+    padding), then the batches shuffled: every example once per epoch."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    step = batch_size * chunk_batches
+    for s in range(0, len(order), step):
+        chunk = sorted(order[s:s + step], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def attach_members(model, cfg: ProfileConfig, targets: list[str]):
+    """Wrap the frozen backbone with M independently initialised LoRA adapters."""
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(cfg.seed * 1000 + 0)
+    peft_model = get_peft_model(model, lcfg, adapter_name="m0")
+    for m in range(1, cfg.members):
+        torch.manual_seed(cfg.seed * 1000 + m)
+        peft_model.add_adapter(f"m{m}", lcfg)
+    return peft_model
+
+
+def member_params(model, adapter: str) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if "lora_" in n and f".{adapter}." in n]
+
+
+def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
+                  progress: bool = True, model=None, tokenizer=None) -> Profile:
+    """Train the LoRA ensemble on `rows` and record per-example gradient norms."""
+    from tqdm.auto import tqdm
+
+    from .models import default_lora_targets, load_model, load_tokenizer
+
+    t_start = time.perf_counter()
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.proxy)
+    if model is None:
+        model = load_model(cfg.proxy, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    targets = cfg.target_modules or default_lora_targets(model)
+    peft_model = attach_members(model, cfg, targets)
+    peft_model.train()
+    data = tokenize_pool(rows, tokenizer, cfg.template, cfg.max_length)
+    lengths = [len(d["input_ids"]) for d in data]
+    N, M, E = len(data), cfg.members, cfg.epochs
+    norms = np.zeros((M, E, N))
+    losses = np.zeros((M, E, N))
+    proj = None
+    projector = None
+    bf16 = cfg.precision == "bf16"
+    pad = tokenizer.pad_token_id
+    bar = tqdm(total=M * E * N * (2 if cfg.record == "pass" else 1), desc="gradient profile",
+               unit="ex", disable=not progress)
+    tokens_seen = 0
+    train_seconds = 0.0
+    for m in range(M):
+        name = f"m{m}"
+        peft_model.base_model.set_adapter(name)
+        params = member_params(peft_model, name)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(params, lr=cfg.learning_rate)
+        rng = random.Random(cfg.seed * 7919 + m)
+        for e in range(E):
+            want_proj = cfg.projection_dim > 0 and m == 0 and e == E - 1
+            record_now = cfg.record == "train"
+            t0 = time.perf_counter()
+            for idx in bucketed_batches(lengths, cfg.batch_size, rng):
+                batch = collate([data[i] for i in idx], pad, device)
+                if record_now:
+                    n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj,
+                                                            projector, cfg, device)
+                    norms[m, e, idx] = n_b
+                    losses[m, e, idx] = l_b
+                    if p_b is not None:
+                        proj = proj if proj is not None else np.zeros((N, cfg.projection_dim), np.float32)
+                        proj[idx] = p_b
+                else:
+                    opt.zero_grad(set_to_none=True)
+                    loss = _forward_losses(peft_model, batch, bf16)
+                    loss.sum().backward()
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.div_(len(idx))
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                tokens_seen += int(batch["attention_mask"].sum())
+                bar.update(len(idx))
+            train_seconds += time.perf_counter() - t0
+            if cfg.record == "pass":
+                for s in range(0, N, cfg.batch_size):
+                    idx = list(range(s, min(N, s + cfg.batch_size)))
+                    batch = collate([data[i] for i in idx], pad, device)
+                    n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj,
+                                                            projector, cfg, device)
+                    norms[m, e, idx] = n_b
+                    losses[m, e, idx] = l_b
+                    if p_b is not None:
+                        proj = proj if proj is not None else np.zeros((N, cfg.projection_dim), np.float32)
+                        proj[idx] = p_b
+                    for p in params:
+                        p.grad = None
+                    bar.update(len(idx))
+        for p in params:
+            p.requires_grad_(False)
+    bar.close()
+    wall = time.perf_counter() - t_start
+    n_params = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n and ".m0." in n)
+    meta = {"config": to_dict(cfg), "n": N, "members": M, "epochs": E, "targets": targets,
+            "lora_params_per_member": n_params, "wall_seconds": wall,
+            "train_seconds": train_seconds,
+            "examples_per_second_per_member": (M * E * N) / max(train_seconds, 1e-9) / 1.0,
+            "mean_tokens_per_example": float(np.mean(lengths))}
+    return Profile(norms, losses, proj, meta)
+
+
+def _step_record(model, batch, bf16, want_proj, projector, cfg, device):
+    with PerExampleGrads(model) as cap:
+        losses = _forward_losses(model, batch, bf16)
+        losses.sum().backward()
+        grads = cap.collect()
+    flat_sq = sum(G.pow(2).sum(dim=(1, 2)) for G in grads)
+    p_b = None
+    if want_proj:
+        flat = torch.cat([G.reshape(G.size(0), -1) for G in grads], dim=1)
+        if projector is None:
+            projector = Projector([flat.size(1)], cfg.projection_dim, cfg.projection,
+                                  cfg.seed + 12345, device)
+        p_b = projector(flat).cpu().numpy()
+    return flat_sq.sqrt().cpu().numpy(), losses.detach().float().cpu().numpy(), p_b, projector
+
+
+def cached_profile(rows: list[dict], cfg: ProfileConfig, ctx) -> Profile:
+    """The profile for (pool, cfg), from the run folder's cache when present."""
+    from .runs import stage_key
+
+    if ctx.run_dir is None:
+        return build_profile(rows, cfg, ctx.device)
+    key = stage_key("profiles", cfg.proxy.replace("/", "_"), cfg, ctx.pool_key)
+
+    def build(tmp: Path) -> None:
+        build_profile(rows, cfg, ctx.device).save(tmp)
+
+    folder = ctx.run_dir.cached(key, build, cfg, log=ctx.log)
+    prof = Profile.load(folder)
+    ctx.extra_seconds += float(prof.meta.get("wall_seconds", 0.0))
+    ctx.notes["profile"] = str(folder)
+    return prof

@@ -1,0 +1,131 @@
+"""OpenAI-compatible chat judge: OpenAI, a vLLM server, a llama.cpp server.
+
+The API key is read from the environment variable named by ``api_key_env`` at call time;
+it is never part of the config that is hashed, cached or written. Retries (our own loop,
+the client's are off so we can count and bound them): timeouts, connection errors, 429
+(honouring Retry-After), 5xx, and malformed/empty responses; exponential backoff with
+full jitter, capped at ``backoff_max``. After ``max_retries`` a :class:`JudgeCallError`
+names the item; everything judged before stays in the cache.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Callable
+
+from . import prompts
+from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
+
+
+class JudgeCallError(RuntimeError):
+    pass
+
+
+@dataclass
+class OpenAIJudgeConfig:
+    model: str = "gpt-5.1"
+    base_url: str | None = None  # None = api.openai.com
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = 512
+    concurrency: int = 4
+    timeout: float = 60.0
+    max_retries: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    price_per_mtok_prompt: float | None = None  # USD per 1M prompt tokens, for the leaderboard
+    price_per_mtok_completion: float | None = None
+
+
+def _retry_after(exc) -> float | None:
+    resp = getattr(exc, "response", None)
+    headers = getattr(resp, "headers", None) or {}
+    val = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(val) if val is not None else None
+    except ValueError:
+        return None
+
+
+@JUDGE_TYPES.register("openai")
+class OpenAIJudge(Judge):
+    config_cls = OpenAIJudgeConfig
+
+    def _client(self):
+        import openai
+
+        c = self.config
+        key = os.environ.get(c.api_key_env)
+        if key is None:
+            if c.base_url is None:
+                raise JudgeCallError(f"judge '{self.name}': set the environment variable "
+                                     f"{c.api_key_env} (its API key)")
+            key = "EMPTY"  # local servers accept any key
+        return openai.OpenAI(api_key=key, base_url=c.base_url, timeout=c.timeout, max_retries=0)
+
+    def call_one(self, client, item: JudgeItem, label: str) -> Completion:
+        import openai
+
+        c = self.config
+        last = None
+        for attempt in range(c.max_retries + 1):
+            wait = None
+            try:
+                resp = client.chat.completions.create(
+                    model=c.model, messages=prompts.render(item.question, item.answer_1, item.answer_2),
+                    temperature=c.temperature, max_tokens=c.max_tokens)
+                if not getattr(resp, "choices", None):
+                    raise ValueError("response has no choices")
+                text = resp.choices[0].message.content
+                if text is None:
+                    raise ValueError("response choice has no content")
+                usage = {}
+                if getattr(resp, "usage", None) is not None:
+                    usage = {"prompt_tokens": int(resp.usage.prompt_tokens or 0),
+                             "completion_tokens": int(resp.usage.completion_tokens or 0)}
+                with self._lock:
+                    self.stats["calls"] += 1
+                    self.stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
+                    self.stats["completion_tokens"] += usage.get("completion_tokens", 0)
+                return Completion(text, usage)
+            except openai.RateLimitError as e:
+                last, wait = e, _retry_after(e)
+            except openai.APIStatusError as e:
+                if e.status_code < 500 and e.status_code not in (408, 409):
+                    raise JudgeCallError(f"judge '{self.name}', item {label}: HTTP "
+                                         f"{e.status_code}: {str(e)[:300]}") from None
+                last = e
+            except (openai.APITimeoutError, openai.APIConnectionError, ValueError,
+                    AttributeError, TypeError) as e:
+                last = e
+            if attempt == c.max_retries:
+                break
+            with self._lock:
+                self.stats["retries"] += 1
+            if wait is None:
+                wait = random.uniform(0, min(c.backoff_max, c.backoff_base * 2 ** attempt))
+            time.sleep(min(wait, c.backoff_max))
+        with self._lock:
+            self.stats["errors"] += 1
+        raise JudgeCallError(f"judge '{self.name}', item {label}: gave up after "
+                             f"{c.max_retries} retries: {type(last).__name__}: {str(last)[:300]}")
+
+    def complete_many(self, items: list[JudgeItem],
+                      on_done: Callable[[int, Completion], None]) -> None:
+        self._lock = threading.Lock()
+        client = self._client()
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            futs = {pool.submit(self.call_one, client, it, it.meta.get("label", str(i))): i
+                    for i, it in enumerate(items)}
+            error = None
+            for f in as_completed(futs):
+                try:
+                    on_done(futs[f], f.result())
+                except JudgeCallError as e:
+                    error = error or e
+            if error:
+                raise error

@@ -1,0 +1,75 @@
+"""Judging one model pair: build both-order items, fill from cache, call the judge for the
+rest, parse, and reduce to W/T/L per eval set and pooled."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base import CompletionCache, Completion, Judge, JudgeItem, item_key
+from .pairwise import bootstrap_pws, pairwise_outcome, position_consistency, summarize
+from .parse import parse_scores
+
+
+def build_items(answers_a: dict[str, list[dict]], answers_b: dict[str, list[dict]]) -> list[dict]:
+    """One record per (eval set, prompt, order). answers_*: set -> [{id, prompt, answer, reference?}]."""
+    recs = []
+    for es in answers_a:
+        by_b = {r["id"]: r for r in answers_b[es]}
+        for ra in answers_a[es]:
+            rb = by_b[ra["id"]]
+            for order in ("ab", "ba"):
+                a1, a2 = (ra["answer"], rb["answer"]) if order == "ab" else (rb["answer"], ra["answer"])
+                recs.append({"eval_set": es, "id": ra["id"], "order": order,
+                             "item": JudgeItem(ra["prompt"], a1, a2, ra.get("reference"),
+                                               {"label": f"{es}/{ra['id']}/{order}"})})
+    return recs
+
+
+def judge_items(judge: Judge, recs: list[dict], cache: CompletionCache, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    todo = []
+    for r in recs:
+        r["key"] = item_key(judge, r["item"])
+        if cache.get(r["key"]) is None:
+            todo.append(r)
+    bar = tqdm(total=len(todo), desc=f"judge {judge.name}", unit="item", disable=not progress or not todo)
+
+    def done(i: int, comp: Completion) -> None:
+        r = todo[i]
+        cache.put(r["key"], comp, {"label": r["item"].meta["label"], "judge": judge.name})
+        bar.update(1)
+
+    if todo:
+        judge.complete_many([r["item"] for r in todo], done)
+    bar.close()
+    return {"cached": len(recs) - len(todo), "new": len(todo)}
+
+
+def reduce(recs: list[dict], cache: CompletionCache, seed: int = 0) -> tuple[list[dict], dict]:
+    """Per-prompt rows (raw + parsed, both orders) and the summary per set and pooled."""
+    by_prompt: dict[tuple[str, str], dict] = {}
+    for r in recs:
+        e = cache.get(r["key"])
+        row = by_prompt.setdefault((r["eval_set"], r["id"]), {"eval_set": r["eval_set"], "id": r["id"]})
+        row[f"raw_{r['order']}"] = e["text"] if e else None
+        row[f"scores_{r['order']}"] = parse_scores(e["text"]) if e else None
+    rows = list(by_prompt.values())
+    for row in rows:
+        row["outcome"] = pairwise_outcome(row.get("scores_ab"), row.get("scores_ba"))
+    summary: dict = {}
+    sets = sorted({r["eval_set"] for r in rows})
+    for name, subset in [(s, [r for r in rows if r["eval_set"] == s]) for s in sets] + [("pooled", rows)]:
+        outs = [r["outcome"] for r in subset]
+        s = summarize(outs)
+        s["ci95"] = bootstrap_pws(outs, seed=seed)
+        s["position_consistency"] = position_consistency(
+            (r.get("scores_ab"), r.get("scores_ba")) for r in subset)
+        summary[name] = s
+    return rows, summary
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -1,0 +1,7 @@
+"""Selectors: each file registers its classes in SELECTORS on import."""
+from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, build_selector
+from . import random as _random  # noqa: F401  (registers)
+from . import gsnr as _gsnr  # noqa: F401
+
+__all__ = ["SELECTORS", "Selection", "SelectionContext", "Selector", "SelectorConfig",
+           "build_selector"]

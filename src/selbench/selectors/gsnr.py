@@ -1,0 +1,100 @@
+"""G-SNR (GradFiltering): uncertainty-aware gradient signal-to-noise selection.
+
+From "Uncertainty-Aware Gradient Signal-to-Noise Data Selection for Instruction Tuning".
+A small frozen proxy carries an ensemble of M LoRA adapters trained for T epochs
+(:mod:`selbench.gradients`). With n_i^(m,e) = ||g_i^(m,e)||_2 the norm of example i's own
+loss gradient for member m at epoch e:
+
+    G_i^(e) = mean_m n_i^(m,e)                       (eq. 3, signal)
+    V_i^(e) = population variance over m of n_i^(m,e) (eq. 4, ensemble uncertainty)
+    u_i     = (G_i^(s) - G_i^(t)) / (G_i^(s) + eps) * 1 / (V_i^(t) + eps)   (eq. 5)
+
+s = early epoch (default 1), t = late epoch (default 2), both 1-based. High utility =
+a gradient that drops a lot, relative to where it started, and that the members agree on.
+Negative utilities are kept (they sink to the bottom). The top ceil(ratio*N) are selected.
+
+Table 2 ablations are registered as their own selectors and reuse the same cached profile:
+``gsnr-drop`` (#1: G_s - G_t), ``gsnr-reldrop`` (#2: (G_s - G_t)/(G_s + eps)) and
+``gsnr-drop-var`` (#3: (G_s - G_t)/(V_t + eps)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..gradients import ProfileConfig, cached_profile
+from .base import SELECTORS, SelectionContext, Selector, SelectorConfig
+
+
+@dataclass
+class GSNRConfig(SelectorConfig):
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    early_epoch: int = 1  # s, 1-based
+    late_epoch: int = 2  # t, 1-based
+    eps: float = 1e-8
+
+
+def ensemble_stats(norms: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(G, V) at a 1-based epoch from norms [M, E, N]: member mean and population variance."""
+    x = norms[:, epoch - 1, :]
+    return x.mean(axis=0), x.var(axis=0, ddof=0)
+
+
+def gsnr_utility(norms: np.ndarray, s: int = 1, t: int = 2, eps: float = 1e-8,
+                 variant: str = "gsnr") -> np.ndarray:
+    """Utility per example from norms [M, E, N]; `variant` = gsnr | drop | reldrop | drop-var."""
+    if norms.ndim != 3:
+        raise ValueError(f"norms must be [members, epochs, N], got shape {norms.shape}")
+    if not (1 <= s <= norms.shape[1] and 1 <= t <= norms.shape[1]):
+        raise ValueError(f"epochs s={s}, t={t} outside the profile's 1..{norms.shape[1]}")
+    G_s, _ = ensemble_stats(norms, s)
+    G_t, V_t = ensemble_stats(norms, t)
+    drop = G_s - G_t
+    if variant == "drop":
+        return drop
+    if variant == "reldrop":
+        return drop / (G_s + eps)
+    if variant == "drop-var":
+        return drop / (V_t + eps)
+    if variant == "gsnr":
+        return drop / (G_s + eps) * (1.0 / (V_t + eps))
+    raise ValueError(f"unknown G-SNR variant {variant!r}")
+
+
+class _GSNRBase(Selector):
+    config_cls = GSNRConfig
+    variant = "gsnr"
+
+    def score(self, pool, ctx: SelectionContext) -> np.ndarray:
+        c = self.config
+        if c.profile.epochs < max(c.early_epoch, c.late_epoch):
+            raise ValueError(f"profile.epochs={c.profile.epochs} < late_epoch={c.late_epoch}")
+        prof = cached_profile(pool.rows, c.profile, ctx)
+        return gsnr_utility(prof.norms, c.early_epoch, c.late_epoch, c.eps, self.variant)
+
+
+@SELECTORS.register("gsnr", "g-snr", "gradfiltering")
+class GSNR(_GSNRBase):
+    """G-SNR utility (eq. 5): relative gradient drop times inverse ensemble variance."""
+
+    description = "G-SNR (GradFiltering): relative LoRA-gradient drop / ensemble variance"
+    variant = "gsnr"
+
+
+@SELECTORS.register("gsnr-drop")
+class GSNRDrop(_GSNRBase):
+    description = "G-SNR ablation #1: G_s - G_t"
+    variant = "drop"
+
+
+@SELECTORS.register("gsnr-reldrop")
+class GSNRRelDrop(_GSNRBase):
+    description = "G-SNR ablation #2: (G_s - G_t) / (G_s + eps)"
+    variant = "reldrop"
+
+
+@SELECTORS.register("gsnr-drop-var")
+class GSNRDropVar(_GSNRBase):
+    description = "G-SNR ablation #3: (G_s - G_t) / (V_t + eps)"
+    variant = "drop-var"
