@@ -123,8 +123,11 @@ def device_info() -> dict[str, Any]:
 
 
 def write_manifest(root: Path, command: list[str], config: Any, seeds: dict,
-                   stages: dict[str, str] | None = None) -> Path:
-    """Record one invocation; manifest.json keeps a list of invocations (newest last)."""
+                   stages: dict[str, str] | None = None, update_last: bool = False) -> Path:
+    """Record one invocation; manifest.json keeps a list of invocations (newest last).
+
+    ``update_last`` replaces the newest entry (used at the end of a run to add the stage
+    folders and its status to the entry written when the run started)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "manifest.json"
     entries = []

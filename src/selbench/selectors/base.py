@@ -91,6 +91,12 @@ class Selector:
     def name(self) -> str:
         return self.registry_name
 
+    @classmethod
+    def test_params(cls, tiny_model: str) -> dict[str, Any]:
+        """Params that make this selector cheap on a tiny model (used by the contract test
+        over every registered selector); selectors that need a proxy model point it here."""
+        return {}
+
     def cache_config(self) -> dict[str, Any]:
         return {"selector": self.registry_name, **to_dict(self.config)}
 

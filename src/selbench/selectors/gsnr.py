@@ -66,6 +66,11 @@ class _GSNRBase(Selector):
     config_cls = GSNRConfig
     variant = "gsnr"
 
+    @classmethod
+    def test_params(cls, tiny_model: str) -> dict:
+        return {"profile": {"proxy": tiny_model, "members": 2, "epochs": 2, "batch_size": 4,
+                            "max_length": 64, "learning_rate": 1e-2}}
+
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         c = self.config
         if c.profile.epochs < max(c.early_epoch, c.late_epoch):

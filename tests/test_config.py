@@ -1,0 +1,51 @@
+import pytest
+
+from selbench.config import ConfigError, RunConfig, build_config, stable_hash
+
+
+def test_yaml_layering_include_and_overrides(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("experiment: base\ntrain:\n  learning_rate: 1.0e-4\n  epochs: 3\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("include: base.yaml\ntrain:\n  epochs: 2\nratios: [0.05, 0.1]\n")
+    cfg = build_config([str(top)], {"selector": "random"}, ["train.batch_size=4", "data.pool_size=10"])
+    assert cfg.experiment == "base" and cfg.train.learning_rate == 1e-4
+    assert cfg.train.epochs == 2 and cfg.train.batch_size == 4 and cfg.data.pool_size == 10
+    assert cfg.ratios == [0.05, 0.1]
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train:\n  learnign_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*unknown key 'learnign_rate'; did you mean 'learning_rate'"):
+        build_config([str(f)])
+
+
+def test_unknown_set_key_and_bad_type():
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        build_config([], None, ["nope=1"])
+    with pytest.raises(ConfigError, match="expected an integer"):
+        build_config([], None, ["train.batch_size=abc"])
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_ratio_outside_unit_interval_is_error(bad):
+    with pytest.raises(ConfigError, match=r"outside \(0, 1\]"):
+        build_config([], {"ratios": [bad]})
+
+
+def test_stable_hash_is_order_independent_and_sensitive():
+    a = stable_hash({"x": 1, "y": 2})
+    assert a == stable_hash({"y": 2, "x": 1}) and len(a) == 8
+    assert a != stable_hash({"x": 1, "y": 3})
+    assert stable_hash(RunConfig()) == stable_hash(RunConfig())
+
+
+def test_repo_configs_all_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = [p for p in root.rglob("*.yaml") if "judges" not in p.parts]
+    assert files
+    for p in files:
+        build_config([str(p)])

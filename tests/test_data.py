@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from selbench.data import PoolError, content_id, load_eval_set, load_pool
+
+GOOD = {"instruction": "Say hi", "input": "", "output": "hi"}
+
+
+def write(tmp_path, name, content):
+    p = tmp_path / name
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_text(content, encoding="utf-8")
+    return str(p)
+
+
+# the broken-file corpus: (file name, content, expected message fragments)
+BROKEN = [
+    ("invalid.json", '[{"instruction": "a", "output": "b"},', ["invalid.json", "invalid JSON", "line 1"]),
+    ("invalid.jsonl", json.dumps(GOOD) + "\n{not json}\n", ["invalid.jsonl", "row 2", "invalid JSON"]),
+    ("missing.json", json.dumps([GOOD, {"instruction": "x"}]), ["missing.json", "row 2", "'output'"]),
+    ("missing_inst.jsonl", json.dumps({"output": "x"}), ["row 1", "'instruction'"]),
+    ("nonstring.json", json.dumps([GOOD, GOOD | {"output": "y", "input": 3}]), ["row 2", "field 'input'", "int"]),
+    ("nonstring_out.json", json.dumps([{"instruction": "a", "output": ["x"]}]), ["row 1", "field 'output'", "list"]),
+    ("notobject.json", json.dumps([GOOD, "just a string"]), ["row 2", "expected an object"]),
+    ("notlist.json", json.dumps({"instruction": "a"}), ["expected a JSON list"]),
+    ("empty.json", "", ["empty.json", "empty"]),
+    ("blank.jsonl", "\n\n", ["blank.jsonl", "empty"]),
+    ("emptylist.json", "[]", ["no rows"]),
+    ("latin1.json", '[{"instruction": "caf\xe9", "output": "x"}]'.encode("latin-1"), ["latin1.json", "not UTF-8", "line 1"]),
+    ("empty_instruction.json", json.dumps([{"instruction": "  ", "output": "x"}]), ["row 1", "'instruction' is empty"]),
+]
+
+
+@pytest.mark.parametrize("name,content,fragments", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_pool_files_give_clear_errors(tmp_path, name, content, fragments):
+    path = write(tmp_path, name, content)
+    with pytest.raises(PoolError) as e:
+        load_pool(path)
+    for frag in fragments:
+        assert frag in str(e.value), str(e.value)
+
+
+def test_documented_skips_are_counted(tmp_path):
+    rows = [GOOD, GOOD, {"instruction": "b", "output": "   "}, {"instruction": "c", "output": "ok"}]
+    pool = load_pool(write(tmp_path, "p.json", json.dumps(rows)))
+    assert len(pool) == 2
+    assert pool.skipped == {"empty_output": 1, "duplicate": 1}
+
+
+def test_ids_are_stable_content_hashes_and_input_is_optional(tmp_path):
+    a = load_pool(write(tmp_path, "a.jsonl", json.dumps({"instruction": "x", "output": "y"})))
+    b = load_pool(write(tmp_path, "b.json", json.dumps([{"instruction": "x", "input": "", "output": "y"}])))
+    assert a.rows[0]["id"] == b.rows[0]["id"] == content_id("x", "", "y")
+
+
+def test_missing_file_and_unreachable_hub(tmp_path, monkeypatch):
+    from selbench.data import DataNotFound
+
+    with pytest.raises(DataNotFound, match="not found"):
+        load_pool(str(tmp_path / "nope.json"))
+    monkeypatch.delenv("SELBENCH_DATA_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataNotFound, match="--data-dir"):
+        load_pool("alpaca")
+
+
+def test_real_alpaca_and_eval_sets(data_dir):
+    pool = load_pool("alpaca", str(data_dir))
+    assert len(pool) == 52002 - 28 and pool.skipped["empty_output"] == 28
+    sample = load_pool("alpaca", str(data_dir), size=100, seed=3)
+    again = load_pool("alpaca", str(data_dir), size=100, seed=3)
+    assert sample.ids == again.ids and len(set(sample.ids)) == 100
+    wiz, vic = load_eval_set("wizardlm", str(data_dir)), load_eval_set("vicuna", str(data_dir))
+    assert len(wiz) == 218 and len(vic) == 80
+    assert wiz[0]["prompt"].startswith("If a car travels 120 miles")
+    assert all("reference" in it for it in vic)
+    for name, n in (("koala", 180), ("lima", 300), ("sinstruct", 252)):
+        items = load_eval_set(name, str(data_dir))
+        assert len(items) == n and all(it["prompt"].strip() for it in items)
+    assert len(load_eval_set("vicuna", str(data_dir), limit=5)) == 5
