@@ -236,6 +236,7 @@ class Profile:
     losses: np.ndarray  # [M, E, N] per-example losses (same weights as the norms)
     projections: np.ndarray | None  # [N, d] member 0, last epoch
     meta: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, torch.Tensor] | None = None  # member 0's LoRA weights after epoch 1
 
     def save(self, folder: Path) -> None:
         np.save(folder / "norms.npy", self.norms)
@@ -243,13 +244,24 @@ class Profile:
         if self.projections is not None:
             np.save(folder / "projections.npy", self.projections)
         (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+        if self.snapshot:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in self.snapshot.items()},
+                      str(folder / "member0_epoch1.safetensors"))
 
     @classmethod
     def load(cls, folder: Path) -> "Profile":
         proj = folder / "projections.npy"
+        snap = folder / "member0_epoch1.safetensors"
+        snapshot = None
+        if snap.exists():
+            from safetensors.torch import load_file
+
+            snapshot = load_file(str(snap))
         return cls(np.load(folder / "norms.npy"), np.load(folder / "losses.npy"),
                    np.load(proj) if proj.exists() else None,
-                   json.loads((folder / "meta.json").read_text()))
+                   json.loads((folder / "meta.json").read_text()), snapshot)
 
 
 def tokenize_pool(rows: list[dict], tokenizer, template: str, max_length: int) -> list[dict]:
@@ -335,6 +347,7 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
                unit="ex", disable=not progress)
     tokens_seen = 0
     train_seconds = 0.0
+    snapshot = None
     for m in range(M):
         name = f"m{m}"
         peft_model.base_model.set_adapter(name)
@@ -369,6 +382,9 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
                 tokens_seen += int(batch["attention_mask"].sum())
                 bar.update(len(idx))
             train_seconds += time.perf_counter() - t0
+            if m == 0 and e == 0:
+                snapshot = {n: p.detach().clone() for n, p in peft_model.named_parameters()
+                            if "lora_" in n and f".{name}." in n}
             if cfg.record == "pass":
                 for s in range(0, N, cfg.batch_size):
                     idx = list(range(s, min(N, s + cfg.batch_size)))
@@ -393,7 +409,7 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
             "train_seconds": train_seconds,
             "examples_per_second_per_member": (M * E * N) / max(train_seconds, 1e-9) / 1.0,
             "mean_tokens_per_example": float(np.mean(lengths))}
-    return Profile(norms, losses, proj, meta)
+    return Profile(norms, losses, proj, meta, snapshot)
 
 
 def _step_record(model, batch, bf16, want_proj, projector, cfg, device):
@@ -428,3 +444,51 @@ def cached_profile(rows: list[dict], cfg: ProfileConfig, ctx) -> Profile:
     ctx.extra_seconds += float(prof.meta.get("wall_seconds", 0.0))
     ctx.notes["profile"] = str(folder)
     return prof
+
+
+# --------------------------------------------------------------------------- embedding / LM head
+def per_example_embedding_head_norms(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example gradient norms of the input-embedding matrix and of the LM head.
+
+    Uses the Gram identity ||sum_t d_t x_t^T||_F^2 = sum_{t,t'} (d_t . d_t')(x_t . x_t')
+    so no per-example V x H gradient is ever materialised:
+    - embedding: x_t = one-hot(token_t), d_t = dL/d(input embedding at t), so the Gram of x
+      is "same token"; every real (unpadded) token counts;
+    - LM head: x_t = final hidden state h_t, d_t = dL/dlogits_t = (softmax - onehot)/n at the
+      n scored positions. With tied embeddings these are the two uses of the shared matrix,
+      reported separately (as if untied).
+    """
+    base, dec, head = _decoder_and_head(model)
+    emb_layer = base.get_input_embeddings()
+    ids, att, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    B = ids.size(0)
+    emb = emb_layer(ids).detach().requires_grad_(True)
+    h = dec(inputs_embeds=emb, attention_mask=att).last_hidden_state
+    tgt = labels[:, 1:]
+    mask = tgt != -100
+    hs = h[:, :-1][mask]
+    logits = head(hs).float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    ce = F.cross_entropy(logits, tgt[mask], reduction="none")
+    rows = mask.nonzero()[:, 0]
+    cnt = mask.sum(1).clamp(min=1)
+    losses = torch.zeros(B, dtype=ce.dtype, device=ce.device).index_add(0, rows, ce) / cnt
+    (d_emb,) = torch.autograd.grad(losses.sum(), emb)
+    emb_sq = torch.zeros(B, dtype=torch.float64)
+    head_sq = torch.zeros(B, dtype=torch.float64)
+    with torch.no_grad():
+        gz = torch.softmax(logits, dim=-1)
+        gz[torch.arange(len(gz)), tgt[mask]] -= 1.0
+        gz /= cnt[rows].unsqueeze(1).to(gz.dtype)
+        for i in range(B):
+            real = att[i].bool()
+            D = d_emb[i][real].double()
+            same = (ids[i][real].unsqueeze(0) == ids[i][real].unsqueeze(1)).double()
+            emb_sq[i] = ((D @ D.T) * same).sum()
+            sel = rows == i
+            if sel.any():
+                Z, H = gz[sel].double(), hs[sel].detach().double()
+                head_sq[i] = ((Z @ Z.T) * (H @ H.T)).sum()
+    return emb_sq.clamp(min=0).sqrt().float(), head_sq.clamp(min=0).sqrt().float()
