@@ -105,7 +105,7 @@ def cmd_judge(args) -> int:
 def cmd_perf(args) -> int:
     from . import perf
 
-    return perf.main(args.what, args.out, args.rest)
+    return perf.main(args.what, args.rest)
 
 
 def cmd_plot(args) -> int:
@@ -156,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     pf = sub.add_parser("perf", help="benchmarks; results written to a JSON + markdown file")
     pf.add_argument("what", choices=["gsnr", "ifd", "spice", "grads"])
-    pf.add_argument("--out", default="perf")
     pf.add_argument("rest", nargs=argparse.REMAINDER)
     pf.set_defaults(fn=cmd_perf)
 

@@ -204,8 +204,9 @@ def perf_grads(args) -> None:
                                               "peak RSS MiB": f"{peak_rss_mib():.0f}"})
 
 
-def main(what: str, out: str, rest: list[str]) -> int:
+def main(what: str, rest: list[str]) -> int:
     p = argparse.ArgumentParser(prog=f"bench perf {what}")
+    p.add_argument("--out", default="perf", help="folder for <what>.json and <what>.md")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--proxy", default="smollm2-135m-instruct")
@@ -217,6 +218,5 @@ def main(what: str, out: str, rest: list[str]) -> int:
     p.add_argument("--ratio", type=float, default=0.05)
     p.add_argument("--block", type=int, default=64)
     args = p.parse_args(rest)
-    args.out = out
     {"gsnr": perf_gsnr, "ifd": perf_ifd, "spice": perf_spice, "grads": perf_grads}[what](args)
     return 0

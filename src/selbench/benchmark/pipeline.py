@@ -147,7 +147,7 @@ class Pipeline:
     def judge(self, judge_name: str, gen_a: StageKey, gen_b: StageKey, row_meta: dict) -> dict:
         from ..judges import load_judge
         from ..judges.base import CompletionCache
-        from ..judges.stage import build_items, judge_items, reduce, write_rows
+        from ..judges.stage import build_items, judge_items, reduce, usage_of, write_rows
         from .generate import read_answers
 
         judge = load_judge(judge_name)
@@ -163,7 +163,10 @@ class Pipeline:
             counts = judge_items(judge, recs, cache, self.progress)
             rows, summary = reduce(recs, cache, seed=self.cfg.seed)
             write_rows(tmp / "judgments.jsonl", rows)
+            usage = usage_of(recs, cache)
+            cost = judge.cost(usage)
             result = {**row_meta, "judge": judge.name, "judge_kind": judge.kind,
+                      "usage": usage, "cost_usd": cost,
                       "judge_model": getattr(judge.config, "model", judge.registry_name),
                       "calls": counts, "judge_stats": judge.stats, "summary": summary,
                       "model_a": gen_a.key, "model_b": gen_b.key}

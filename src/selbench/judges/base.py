@@ -72,6 +72,15 @@ class Judge:
                       on_done: Callable[[int, Completion], None]) -> None:
         raise NotImplementedError
 
+    def cost(self, usage: dict) -> float | None:
+        """USD for the given token usage from the YAML's optional price table."""
+        pp = getattr(self.config, "price_per_mtok_prompt", None)
+        pc = getattr(self.config, "price_per_mtok_completion", None)
+        if pp is None and pc is None:
+            return None
+        return (usage.get("prompt_tokens", 0) * (pp or 0.0)
+                + usage.get("completion_tokens", 0) * (pc or 0.0)) / 1e6
+
     def describe(self) -> str:
         return self.name
 

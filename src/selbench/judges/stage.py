@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .base import CompletionCache, Completion, Judge, JudgeItem, item_key
-from .pairwise import bootstrap_pws, pairwise_outcome, position_consistency, summarize
+from .pairwise import pairwise_outcome
 from .parse import parse_scores
 
 
@@ -48,6 +48,8 @@ def judge_items(judge: Judge, recs: list[dict], cache: CompletionCache, progress
 
 def reduce(recs: list[dict], cache: CompletionCache, seed: int = 0) -> tuple[list[dict], dict]:
     """Per-prompt rows (raw + parsed, both orders) and the summary per set and pooled."""
+    from .reparse import summarize_rows
+
     by_prompt: dict[tuple[str, str], dict] = {}
     for r in recs:
         e = cache.get(r["key"])
@@ -57,16 +59,17 @@ def reduce(recs: list[dict], cache: CompletionCache, seed: int = 0) -> tuple[lis
     rows = list(by_prompt.values())
     for row in rows:
         row["outcome"] = pairwise_outcome(row.get("scores_ab"), row.get("scores_ba"))
-    summary: dict = {}
-    sets = sorted({r["eval_set"] for r in rows})
-    for name, subset in [(s, [r for r in rows if r["eval_set"] == s]) for s in sets] + [("pooled", rows)]:
-        outs = [r["outcome"] for r in subset]
-        s = summarize(outs)
-        s["ci95"] = bootstrap_pws(outs, seed=seed)
-        s["position_consistency"] = position_consistency(
-            (r.get("scores_ab"), r.get("scores_ba")) for r in subset)
-        summary[name] = s
-    return rows, summary
+    return rows, summarize_rows(rows, seed)
+
+
+def usage_of(recs: list[dict], cache: CompletionCache) -> dict:
+    """Tokens spent on this comparison's items (cached items included: what they cost once)."""
+    pt = ct = 0
+    for r in recs:
+        e = cache.get(r["key"]) or {}
+        pt += int((e.get("usage") or {}).get("prompt_tokens", 0))
+        ct += int((e.get("usage") or {}).get("completion_tokens", 0))
+    return {"prompt_tokens": pt, "completion_tokens": ct}
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:

@@ -20,7 +20,7 @@ def collect(runs_dir: Path) -> pd.DataFrame:
         if not (res.parent / "DONE").exists():
             continue
         r = json.loads(res.read_text())
-        stats = r.get("judge_stats", {})
+        stats = r.get("usage", {})
         for es, s in r["summary"].items():
             rows.append({
                 **{k: r.get(k) for k in ("selector", "regime", "pool", "model", "ratio", "judge",
