@@ -64,3 +64,22 @@ def test_diag_variant_matches_brute_force():
     for _ in range(7):
         S.append(max(((f(S + [x]) - f(S)), -x) for x in range(30) if x not in S)[1] * -1)
     assert greedy_diag(G, 7, lam=0.0) == S
+
+
+def test_diag_lazy_greedy_with_conflict_penalty_matches_brute_force():
+    rng = np.random.default_rng(4)
+    G = rng.normal(size=(25, 4))
+    lam = 0.5
+
+    def gain(S, x):
+        F = (G[S] ** 2).sum(axis=0) if S else np.zeros(4)
+        d = np.log1p(G[x] ** 2 / (1 + F)).sum()
+        if S:
+            m = G[S].sum(axis=0)
+            d -= lam * max(0.0, -(G[x] @ m) / (np.linalg.norm(G[x]) * np.linalg.norm(m)))
+        return d
+
+    S = []
+    for _ in range(8):
+        S.append(max((gain(S, x), -x) for x in range(25) if x not in S)[1] * -1)
+    assert greedy_diag(G, 8, lam=lam) == S

@@ -160,12 +160,19 @@ def greedy_diag(G: np.ndarray, k: int, alpha: float = 1.0, lam: float = 0.1,
     heapq.heapify(heap)
     first = None
     while len(chosen) < k and heap:
-        _, x = heapq.heappop(heap)
-        dlt, pen = exact(x)
-        val = dlt - pen
-        if heap and val < -heap[0][0] - 1e-15:
-            heapq.heappush(heap, (-dlt, x))  # Delta (no penalty) stays an upper bound
-            continue
+        # pop by upper bound (Delta without penalty), evaluate exactly, until the best exact
+        # value beats every remaining bound; evaluated losers go back with fresh bounds
+        best, evaluated = None, []
+        while heap and (best is None or best[0] < -heap[0][0]):
+            _, x = heapq.heappop(heap)
+            dlt, pen = exact(x)
+            evaluated.append((dlt, x))
+            if best is None or dlt - pen > best[0]:
+                best = (dlt - pen, dlt, x)
+        _, dlt, x = best
+        for d_, x_ in evaluated:
+            if x_ != x:
+                heapq.heappush(heap, (-d_, x_))
         if first is None:
             first = dlt
         elif early_stop_omega is not None and dlt <= early_stop_omega * first:
