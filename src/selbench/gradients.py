@@ -225,7 +225,7 @@ class ProfileConfig:
     template: str = "alpaca"
     precision: str = "fp32"  # fp32 | bf16 (autocast; norms 0.2-5% noisy per example)
     record: str = "train"  # train (during the epoch's updates) | pass (separate pass per epoch)
-    projection_dim: int = 0  # 0 = no projected gradients
+    projection_dim: int = 1024  # projected per-example gradients for SPICE (0 = none)
     projection: str = "countsketch"
     seed: int = 0
 

@@ -185,7 +185,7 @@ def greedy_diag(G: np.ndarray, k: int, alpha: float = 1.0, lam: float = 0.1,
 
 @dataclass
 class SpiceConfig(SelectorConfig):
-    profile: ProfileConfig = field(default_factory=lambda: ProfileConfig(projection_dim=1024))
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     alpha: float = 1.0
     lam: float = 0.1
     early_stop_omega: float | None = None
