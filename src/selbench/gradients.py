@@ -230,6 +230,12 @@ class ProfileConfig:
     seed: int = 0
 
 
+def tiny_profile_params(tiny_model: str, **extra) -> dict:
+    """Profile settings that make a proxy-based selector cheap in tests (contract test)."""
+    return {"profile": {"proxy": tiny_model, "members": 2, "epochs": 2, "batch_size": 4,
+                        "max_length": 64, "learning_rate": 1e-2, "projection_dim": 64, **extra}}
+
+
 @dataclass
 class Profile:
     norms: np.ndarray  # [M, E, N] per-example LoRA gradient norms
@@ -339,8 +345,18 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
     N, M, E = len(data), cfg.members, cfg.epochs
     norms = np.zeros((M, E, N))
     losses = np.zeros((M, E, N))
-    proj = None
+    proj = np.zeros((N, cfg.projection_dim), np.float32) if cfg.projection_dim > 0 else None
     projector = None
+
+    def record(m, e, idx, batch, want_proj, projector):
+        n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj, projector,
+                                                cfg, device)
+        norms[m, e, idx] = n_b
+        losses[m, e, idx] = l_b
+        if p_b is not None:
+            proj[idx] = p_b
+        return projector
+
     bf16 = cfg.precision == "bf16"
     pad = tokenizer.pad_token_id
     bar = tqdm(total=M * E * N * (2 if cfg.record == "pass" else 1), desc="gradient profile",
@@ -363,13 +379,7 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
             for idx in bucketed_batches(lengths, cfg.batch_size, rng):
                 batch = collate([data[i] for i in idx], pad, device)
                 if record_now:
-                    n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj,
-                                                            projector, cfg, device)
-                    norms[m, e, idx] = n_b
-                    losses[m, e, idx] = l_b
-                    if p_b is not None:
-                        proj = proj if proj is not None else np.zeros((N, cfg.projection_dim), np.float32)
-                        proj[idx] = p_b
+                    projector = record(m, e, idx, batch, want_proj, projector)
                 else:
                     opt.zero_grad(set_to_none=True)
                     loss = _forward_losses(peft_model, batch, bf16)
@@ -389,13 +399,7 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
                 for s in range(0, N, cfg.batch_size):
                     idx = list(range(s, min(N, s + cfg.batch_size)))
                     batch = collate([data[i] for i in idx], pad, device)
-                    n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj,
-                                                            projector, cfg, device)
-                    norms[m, e, idx] = n_b
-                    losses[m, e, idx] = l_b
-                    if p_b is not None:
-                        proj = proj if proj is not None else np.zeros((N, cfg.projection_dim), np.float32)
-                        proj[idx] = p_b
+                    projector = record(m, e, idx, batch, want_proj, projector)
                     for p in params:
                         p.grad = None
                     bar.update(len(idx))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile
+from ..gradients import ProfileConfig, cached_profile, tiny_profile_params
 from .base import SELECTORS, SelectionContext, Selector, SelectorConfig
 
 
@@ -68,8 +68,7 @@ class _GSNRBase(Selector):
 
     @classmethod
     def test_params(cls, tiny_model: str) -> dict:
-        return {"profile": {"proxy": tiny_model, "members": 2, "epochs": 2, "batch_size": 4,
-                            "max_length": 64, "learning_rate": 1e-2}}
+        return tiny_profile_params(tiny_model)
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         c = self.config

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile
+from ..gradients import ProfileConfig, cached_profile, tiny_profile_params
 from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget
 
 
@@ -198,8 +198,7 @@ class _SpiceBase(Selector):
 
     @classmethod
     def test_params(cls, tiny_model: str) -> dict:
-        return {"profile": {"proxy": tiny_model, "members": 2, "epochs": 2, "batch_size": 4,
-                            "max_length": 64, "learning_rate": 1e-2, "projection_dim": 64}}
+        return tiny_profile_params(tiny_model)
 
     def _gradients(self, pool, ctx) -> np.ndarray:
         if self.config.profile.projection_dim <= 0:
