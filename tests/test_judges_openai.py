@@ -157,3 +157,19 @@ def test_openai_judge_against_real_llamacpp_server(tmp_path, llamacpp_url):
     assert usage_of(recs, cache)["prompt_tokens"] > 0
     judge2 = load_judge(judge_yaml(tmp_path, llamacpp_url, model="smollm2", max_tokens=16))
     assert judge_items(judge2, recs, CompletionCache(tmp_path / "cache.jsonl"), progress=False) == {"cached": 4, "new": 0}
+
+
+def test_hf_local_judge_records_completions_or_unparsed(tmp_path, tiny_model_dir):
+    import yaml
+
+    p = tmp_path / "hf.yaml"
+    p.write_text(yaml.safe_dump({"type": "hf", "model": tiny_model_dir, "max_new_tokens": 4,
+                                 "device": "cpu"}))
+    judge = load_judge(str(p))
+    cache = CompletionCache(tmp_path / "cache.jsonl")
+    recs = build_items(*answers(2))
+    assert judge_items(judge, recs, cache, progress=False) == {"cached": 0, "new": 4}
+    rows, summary = reduce(recs, cache)
+    # a random tiny model writes no scores: every prompt is counted as unparsed, not a tie
+    assert summary["pooled"]["unparsed"] == 2 and summary["pooled"]["tie"] == 0
+    assert all(isinstance(r["raw_ab"], str) for r in rows)

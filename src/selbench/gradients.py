@@ -443,9 +443,11 @@ def cached_profile(rows: list[dict], cfg: ProfileConfig, ctx) -> Profile:
     def build(tmp: Path) -> None:
         build_profile(rows, cfg, ctx.device).save(tmp)
 
+    reused = ctx.run_dir.done(key)
     folder = ctx.run_dir.cached(key, build, cfg, log=ctx.log)
     prof = Profile.load(folder)
-    ctx.extra_seconds += float(prof.meta.get("wall_seconds", 0.0))
+    if reused:  # charge the proxy training to this selection too (a fresh build is already timed)
+        ctx.extra_seconds += float(prof.meta.get("wall_seconds", 0.0))
     ctx.notes["profile"] = str(folder)
     return prof
 
