@@ -437,11 +437,11 @@ def cached_profile(rows: list[dict], cfg: ProfileConfig, ctx) -> Profile:
     from .runs import stage_key
 
     if ctx.run_dir is None:
-        return build_profile(rows, cfg, ctx.device)
+        return build_profile(rows, cfg, ctx.device, progress=ctx.progress)
     key = stage_key("profiles", cfg.proxy.replace("/", "_"), cfg, ctx.pool_key)
 
     def build(tmp: Path) -> None:
-        build_profile(rows, cfg, ctx.device).save(tmp)
+        build_profile(rows, cfg, ctx.device, progress=ctx.progress).save(tmp)
 
     reused = ctx.run_dir.done(key)
     folder = ctx.run_dir.cached(key, build, cfg, log=ctx.log)

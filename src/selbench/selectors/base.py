@@ -47,6 +47,7 @@ class SelectionContext:
     data_dir: str | None = None
     log: Callable[[str], None] = print
     extra_seconds: float = 0.0  # upstream compute charged to this selection (e.g. proxy training)
+    progress: bool = True  # progress bars for long scoring work
     notes: dict[str, Any] = field(default_factory=dict)
 
 

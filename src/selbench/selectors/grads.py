@@ -104,7 +104,8 @@ class GradsStyle(Selector):
             order = sorted(range(len(data)), key=lambda i: len(data[i]["input_ids"]))
             emb = np.zeros(len(data))
             head = np.zeros(len(data))
-            for s in tqdm(range(0, len(order), c.batch_size), desc="GrADS signals", unit="batch"):
+            for s in tqdm(range(0, len(order), c.batch_size), desc="GrADS signals", unit="batch",
+                          disable=not ctx.progress):
                 idx = order[s:s + c.batch_size]
                 batch = collate([data[i] for i in idx], tok.pad_token_id, ctx.device)
                 e, h = per_example_embedding_head_norms(pm, batch)

@@ -211,7 +211,7 @@ class _IFDBase(Selector):
         tok = load_tokenizer(self.config.proxy)
         model = load_model(self.config.proxy, ctx.device).eval()
         res = ifd_scores(model, tok, pool.rows, self.config.max_length, self.config.batch_size,
-                         progress=True)
+                         progress=ctx.progress)
         self._details = res
         ctx.notes["ifd_status"] = {s: sum(r["status"] == s for r in res)
                                    for s in sorted({r["status"] for r in res})}
