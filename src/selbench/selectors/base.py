@@ -125,6 +125,16 @@ class Selector:
         return sel
 
 
+class ProfileSelector(Selector):
+    """Base for selectors built on the shared gradient profile (config field ``profile``)."""
+
+    @classmethod
+    def test_params(cls, tiny_model: str) -> dict[str, Any]:
+        from ..gradients import tiny_profile_params
+
+        return tiny_profile_params(tiny_model)
+
+
 SELECTORS: Registry[type[Selector]] = Registry("selector")
 
 

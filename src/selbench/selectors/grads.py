@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile, tiny_profile_params
-from .base import SELECTORS, SelectionContext, Selector, SelectorConfig
+from ..gradients import ProfileConfig, cached_profile
+from .base import SELECTORS, SelectionContext, ProfileSelector, SelectorConfig
 
 
 @dataclass
@@ -64,13 +64,9 @@ def zscore(v: np.ndarray) -> np.ndarray:
 
 
 @SELECTORS.register("grads", "grads-style")
-class GradsStyle(Selector):
+class GradsStyle(ProfileSelector):
     config_cls = GradsConfig
     description = "GrADS-style: embedding/LM-head gradient norms, z-combined, KDE band"
-
-    @classmethod
-    def test_params(cls, tiny_model: str) -> dict:
-        return tiny_profile_params(tiny_model)
 
     def signals(self, pool, ctx: SelectionContext) -> dict[str, np.ndarray]:
         import torch

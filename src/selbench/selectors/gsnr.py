@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile, tiny_profile_params
-from .base import SELECTORS, SelectionContext, Selector, SelectorConfig
+from ..gradients import ProfileConfig, cached_profile
+from .base import SELECTORS, SelectionContext, ProfileSelector, SelectorConfig
 
 
 @dataclass
@@ -62,13 +62,9 @@ def gsnr_utility(norms: np.ndarray, s: int = 1, t: int = 2, eps: float = 1e-8,
     raise ValueError(f"unknown G-SNR variant {variant!r}")
 
 
-class _GSNRBase(Selector):
+class _GSNRBase(ProfileSelector):
     config_cls = GSNRConfig
     variant = "gsnr"
-
-    @classmethod
-    def test_params(cls, tiny_model: str) -> dict:
-        return tiny_profile_params(tiny_model)
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         c = self.config

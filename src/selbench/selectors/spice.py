@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile, tiny_profile_params
-from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget
+from ..gradients import ProfileConfig, cached_profile
+from .base import SELECTORS, Selection, SelectionContext, ProfileSelector, SelectorConfig, budget
 
 
 def _rowdot_chunks(G: np.ndarray, cols: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -192,13 +192,9 @@ class SpiceConfig(SelectorConfig):
     block: int = 64
 
 
-class _SpiceBase(Selector):
+class _SpiceBase(ProfileSelector):
     config_cls = SpiceConfig
     diag = False
-
-    @classmethod
-    def test_params(cls, tiny_model: str) -> dict:
-        return tiny_profile_params(tiny_model)
 
     def _gradients(self, pool, ctx) -> np.ndarray:
         if self.config.profile.projection_dim <= 0:
