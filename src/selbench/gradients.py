@@ -132,33 +132,41 @@ def _decoder_and_head(model):
     return base, dec, base.get_output_embeddings()
 
 
+def scored_logits(base, head, h: torch.Tensor, labels: torch.Tensor, bf16: bool = False):
+    """The LM head applied only at scored positions (labels[:, 1:] != -100: token t is
+    predicted from position t-1). Returns (hidden states, fp32 logits with the model's
+    final soft-cap if any, targets, mask [B, T-1])."""
+    tgt = labels[:, 1:]
+    mask = tgt != -100
+    hs = h[:, :-1][mask]
+    with torch.autocast(device_type=hs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = head(hs)
+    logits = logits.float()
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return hs, logits, tgt[mask], mask
+
+
+def row_sums(values: torch.Tensor, mask: torch.Tensor, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row sums of `values` (one per True in `mask`, row-major) and per-row counts."""
+    rows = mask.nonzero()[:, 0]
+    tot = torch.zeros(mask.size(0), device=values.device, dtype=dtype or values.dtype)
+    return tot.index_add(0, rows, values.to(tot.dtype)), mask.sum(1)
+
+
 def scored_losses(model, batch: dict, autocast_bf16: bool = False) -> torch.Tensor:
     """Per-example mean token loss, applying the LM head only at scored positions.
 
     Same value as ``per_example_losses(model(...).logits, labels)`` but skips the
     vocabulary projection for prompt and padding tokens (most of the LM-head cost)."""
     base, dec, head = _decoder_and_head(model)
-    dev = next(model.parameters()).device
-    labels = batch["labels"]
-    with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=autocast_bf16):
+    with torch.autocast(device_type=batch["input_ids"].device.type, dtype=torch.bfloat16,
+                        enabled=autocast_bf16):
         h = dec(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        tgt = labels[:, 1:]
-        mask = tgt != -100
-        logits = head(h[:, :-1][mask])
-    logits = logits.float()
-    cap = getattr(base.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    ce = F.cross_entropy(logits, tgt[mask], reduction="none")
-    rows = mask.nonzero()[:, 0]
-    B = labels.size(0)
-    tot = torch.zeros(B, device=ce.device, dtype=ce.dtype).index_add(0, rows, ce)
-    cnt = mask.sum(1).clamp(min=1)
-    return tot / cnt
-
-
-def _forward_losses(model, batch: dict, autocast_bf16: bool = False) -> torch.Tensor:
-    return scored_losses(model, batch, autocast_bf16)
+    _, logits, tgt, mask = scored_logits(base, head, h, batch["labels"], autocast_bf16)
+    tot, cnt = row_sums(F.cross_entropy(logits, tgt, reduction="none"), mask)
+    return tot / cnt.clamp(min=1)
 
 
 def per_example_lora_grad_norms(model, batch: dict) -> torch.Tensor:
@@ -169,7 +177,7 @@ def per_example_lora_grad_norms(model, batch: dict) -> torch.Tensor:
     for p in params:
         p.grad = None
     with PerExampleGrads(model) as cap:
-        losses = _forward_losses(model, batch)
+        losses = scored_losses(model, batch)
         losses.sum().backward()
         norms = cap.norms()
     for p, g in zip(params, saved):
@@ -348,6 +356,9 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
     proj = np.zeros((N, cfg.projection_dim), np.float32) if cfg.projection_dim > 0 else None
     projector = None
 
+    bf16 = cfg.precision == "bf16"
+    pad = tokenizer.pad_token_id
+
     def record(m, e, idx, batch, want_proj, projector):
         n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj, projector,
                                                 cfg, device)
@@ -357,11 +368,8 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
             proj[idx] = p_b
         return projector
 
-    bf16 = cfg.precision == "bf16"
-    pad = tokenizer.pad_token_id
     bar = tqdm(total=M * E * N * (2 if cfg.record == "pass" else 1), desc="gradient profile",
                unit="ex", disable=not progress)
-    tokens_seen = 0
     train_seconds = 0.0
     snapshot = None
     for m in range(M):
@@ -382,14 +390,13 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
                     projector = record(m, e, idx, batch, want_proj, projector)
                 else:
                     opt.zero_grad(set_to_none=True)
-                    loss = _forward_losses(peft_model, batch, bf16)
+                    loss = scored_losses(peft_model, batch, bf16)
                     loss.sum().backward()
                 for p in params:
                     if p.grad is not None:
                         p.grad.div_(len(idx))
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-                tokens_seen += int(batch["attention_mask"].sum())
                 bar.update(len(idx))
             train_seconds += time.perf_counter() - t0
             if m == 0 and e == 0:
@@ -411,14 +418,14 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
     meta = {"config": to_dict(cfg), "n": N, "members": M, "epochs": E, "targets": targets,
             "lora_params_per_member": n_params, "wall_seconds": wall,
             "train_seconds": train_seconds,
-            "examples_per_second_per_member": (M * E * N) / max(train_seconds, 1e-9) / 1.0,
+            "examples_per_second_per_member": (M * E * N) / max(train_seconds, 1e-9),
             "mean_tokens_per_example": float(np.mean(lengths))}
     return Profile(norms, losses, proj, meta, snapshot)
 
 
 def _step_record(model, batch, bf16, want_proj, projector, cfg, device):
     with PerExampleGrads(model) as cap:
-        losses = _forward_losses(model, batch, bf16)
+        losses = scored_losses(model, batch, bf16)
         losses.sum().backward()
         grads = cap.collect()
     flat_sq = sum(G.pow(2).sum(dim=(1, 2)) for G in grads)
@@ -470,23 +477,17 @@ def per_example_embedding_head_norms(model, batch: dict) -> tuple[torch.Tensor, 
     B = ids.size(0)
     emb = emb_layer(ids).detach().requires_grad_(True)
     h = dec(inputs_embeds=emb, attention_mask=att).last_hidden_state
-    tgt = labels[:, 1:]
-    mask = tgt != -100
-    hs = h[:, :-1][mask]
-    logits = head(hs).float()
-    cap = getattr(base.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    ce = F.cross_entropy(logits, tgt[mask], reduction="none")
+    hs, logits, tgt, mask = scored_logits(base, head, h, labels)
+    tot, cnt = row_sums(F.cross_entropy(logits, tgt, reduction="none"), mask)
+    cnt = cnt.clamp(min=1)
+    losses = tot / cnt
     rows = mask.nonzero()[:, 0]
-    cnt = mask.sum(1).clamp(min=1)
-    losses = torch.zeros(B, dtype=ce.dtype, device=ce.device).index_add(0, rows, ce) / cnt
     (d_emb,) = torch.autograd.grad(losses.sum(), emb)
     emb_sq = torch.zeros(B, dtype=torch.float64)
     head_sq = torch.zeros(B, dtype=torch.float64)
     with torch.no_grad():
         gz = torch.softmax(logits, dim=-1)
-        gz[torch.arange(len(gz)), tgt[mask]] -= 1.0
+        gz[torch.arange(len(gz)), tgt] -= 1.0
         gz /= cnt[rows].unsqueeze(1).to(gz.dtype)
         for i in range(B):
             real = att[i].bool()

@@ -78,3 +78,18 @@ def bootstrap_pws(outcomes: Sequence[Outcome], n_boot: int = 2000, seed: int = 0
     stats = 1.0 + vals[idx].mean(axis=1)
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return (float(lo), float(hi))
+
+
+def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
+    """W/T/L, PWS, bootstrap CI and position consistency per eval set and pooled, from
+    per-prompt rows with 'eval_set', 'outcome', 'scores_ab', 'scores_ba'."""
+    summary = {}
+    sets = sorted({r["eval_set"] for r in rows})
+    for name, subset in [(s, [r for r in rows if r["eval_set"] == s]) for s in sets] + [("pooled", rows)]:
+        outs = [r["outcome"] for r in subset]
+        s = summarize(outs)
+        s["ci95"] = bootstrap_pws(outs, seed=seed)
+        s["position_consistency"] = position_consistency(
+            (r.get("scores_ab"), r.get("scores_ba")) for r in subset)
+        summary[name] = s
+    return summary

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .base import CompletionCache, Completion, Judge, JudgeItem, item_key
-from .pairwise import pairwise_outcome
+from .pairwise import pairwise_outcome, summarize_rows
 from .parse import parse_scores
 
 
@@ -46,19 +46,23 @@ def judge_items(judge: Judge, recs: list[dict], cache: CompletionCache, progress
     return {"cached": len(recs) - len(todo), "new": len(todo)}
 
 
+def score_rows(rows: list[dict]) -> list[dict]:
+    """Parse both raw completions of each per-prompt row and set its outcome (in place)."""
+    for r in rows:
+        r["scores_ab"] = parse_scores(r.get("raw_ab"))
+        r["scores_ba"] = parse_scores(r.get("raw_ba"))
+        r["outcome"] = pairwise_outcome(r["scores_ab"], r["scores_ba"])
+    return rows
+
+
 def reduce(recs: list[dict], cache: CompletionCache, seed: int = 0) -> tuple[list[dict], dict]:
     """Per-prompt rows (raw + parsed, both orders) and the summary per set and pooled."""
-    from .reparse import summarize_rows
-
     by_prompt: dict[tuple[str, str], dict] = {}
     for r in recs:
         e = cache.get(r["key"])
         row = by_prompt.setdefault((r["eval_set"], r["id"]), {"eval_set": r["eval_set"], "id": r["id"]})
         row[f"raw_{r['order']}"] = e["text"] if e else None
-        row[f"scores_{r['order']}"] = parse_scores(e["text"]) if e else None
-    rows = list(by_prompt.values())
-    for row in rows:
-        row["outcome"] = pairwise_outcome(row.get("scores_ab"), row.get("scores_ba"))
+    rows = score_rows(list(by_prompt.values()))
     return rows, summarize_rows(rows, seed)
 
 

@@ -20,6 +20,7 @@ reduction, so this is a documented instantiation, named "GrADS-style" everywhere
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,7 +89,7 @@ class GradsStyle(ProfileSelector):
             model = load_model(c.profile.proxy, ctx.device)
             for p in model.parameters():
                 p.requires_grad_(False)
-            pc = ProfileConfig(**{**c.profile.__dict__, "members": 1})
+            pc = dataclasses.replace(c.profile, members=1)
             pm = attach_members(model, pc, c.profile.target_modules or default_lora_targets(model))
             if prof.snapshot:
                 state = dict(pm.named_parameters())

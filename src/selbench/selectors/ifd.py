@@ -59,30 +59,23 @@ def _losses(model, seqs: list[tuple[list[int], int]], pad_id: int) -> list[float
     import torch
     import torch.nn.functional as F
 
-    from ..gradients import _decoder_and_head
+    from ..gradients import _decoder_and_head, row_sums, scored_logits
 
     base, dec, head = _decoder_and_head(model)
     dev = next(model.parameters()).device
     T = max(len(s) for s, _ in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), T), -100, dtype=torch.long)
     att = torch.zeros((len(seqs), T), dtype=torch.long)
-    mask = torch.zeros((len(seqs), T - 1), dtype=torch.bool)
     for i, (s, start) in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        labels[i, start: len(s)] = ids[i, start: len(s)]
         att[i, : len(s)] = 1
-        if start < len(s):
-            mask[i, start - 1: len(s) - 1] = True
-    ids, att, mask = ids.to(dev), att.to(dev), mask.to(dev)
+    ids, labels, att = ids.to(dev), labels.to(dev), att.to(dev)
     with torch.no_grad():
         h = dec(input_ids=ids, attention_mask=att).last_hidden_state
-        logits = head(h[:, :-1][mask]).float()
-        cap = getattr(base.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        ce = F.cross_entropy(logits, ids[:, 1:][mask], reduction="none")
-        rows = mask.nonzero()[:, 0]
-        tot = torch.zeros(len(seqs), device=dev, dtype=torch.float64).index_add(0, rows, ce.double())
-        cnt = mask.sum(1)
+        _, logits, tgt, mask = scored_logits(base, head, h, labels)
+        tot, cnt = row_sums(F.cross_entropy(logits, tgt, reduction="none"), mask, torch.float64)
     return [float(tot[i] / cnt[i]) if cnt[i] > 0 else float("nan") for i in range(len(seqs))]
 
 
