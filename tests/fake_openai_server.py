@@ -3,6 +3,17 @@
 It answers POST /v1/chat/completions. A script maps the Nth call (1-based) to a fault:
 '429' (with Retry-After), '500', 'stall' (sleeps past the client timeout), 'badjson',
 'nochoice'. Other calls get a valid completion whose first line is "7 5".
+
+It is at least as strict as the API family it stands for (``family``): every request is
+validated first and answered HTTP 400 with OpenAI's error shape (message, type, param,
+code) on what that family rejects:
+- all: a body that is not an object; missing/non-string ``model``; ``messages`` not a
+  non-empty list of {role, content} with a known role; an unknown top-level argument;
+  temperature outside [0, 2]; a token budget that is not a positive integer;
+- ``reasoning`` (OpenAI GPT-5.x / o-series): ``max_tokens`` (use max_completion_tokens),
+  a temperature or top_p other than the default 1, a reasoning_effort outside the allowed
+  values;
+- ``chat`` (OpenAI chat models): ``reasoning_effort``.
 """
 from __future__ import annotations
 
@@ -12,9 +23,68 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+KNOWN_ARGS = {
+    "model", "messages", "temperature", "top_p", "n", "stream", "stream_options", "stop",
+    "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "user", "response_format", "seed", "tools",
+    "tool_choice", "parallel_tool_calls", "reasoning_effort", "service_tier", "store",
+    "metadata", "modalities", "verbosity", "prediction", "audio", "prompt_cache_key",
+    "safety_identifier",
+}
+ROLES = {"system", "developer", "user", "assistant", "tool"}
+EFFORTS = {"none", "minimal", "low", "medium", "high", "xhigh"}
+
+
+def _err(message: str, param: str | None, code: str) -> dict:
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                      "code": code}}
+
+
+def validate_request(body, family: str) -> dict | None:
+    """The 400 body the real API of `family` would answer, or None if it accepts `body`."""
+    if not isinstance(body, dict):
+        return _err("We could not parse the JSON body of your request.", None, None)
+    for k in body:
+        if k not in KNOWN_ARGS:
+            return _err(f"Unrecognized request argument supplied: {k}", k, "unknown_parameter")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return _err("you must provide a model parameter", "model", None)
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return _err("'messages' must be a non-empty array", "messages", "invalid_type")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), (str, list)):
+            return _err(f"Invalid value for 'messages[{i}]'", f"messages[{i}]", "invalid_value")
+    for k in ("max_tokens", "max_completion_tokens"):
+        if k in body and (not isinstance(body[k], int) or isinstance(body[k], bool) or body[k] < 1):
+            return _err(f"Invalid '{k}': expected a positive integer", k, "invalid_value")
+    t = body.get("temperature", 1)
+    if not isinstance(t, (int, float)) or not 0 <= t <= 2:
+        return _err("Invalid 'temperature': must be between 0 and 2", "temperature", "invalid_value")
+    if family == "reasoning":
+        if "max_tokens" in body:
+            return _err("Unsupported parameter: 'max_tokens' is not supported with this model. "
+                        "Use 'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+        for k in ("temperature", "top_p"):
+            if k in body and body[k] != 1:
+                return _err(f"Unsupported value: '{k}' does not support {body[k]} with this "
+                            f"model. Only the default (1) value is supported.", k, "unsupported_value")
+        if "reasoning_effort" in body and body["reasoning_effort"] not in EFFORTS:
+            return _err(f"Invalid value: '{body['reasoning_effort']}'.", "reasoning_effort",
+                        "invalid_value")
+    elif family == "chat" and "reasoning_effort" in body:
+        return _err("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                    "reasoning_effort", "unsupported_parameter")
+    return None
+
+
 class FaultServer:
     def __init__(self, script: dict[int, str] | None = None, stall_seconds: float = 3.0,
-                 reply: str = "7 5\nAssistant 1 was more detailed."):
+                 reply: str = "7 5\nAssistant 1 was more detailed.", family: str = "chat",
+                 echo: str | None = None):
+        self.family = family
+        self.echo = echo  # a string a misbehaving server echoes into its error bodies
+        self.rejected: list[dict] = []
         self.script = script or {}
         self.stall_seconds = stall_seconds
         self.reply = reply
@@ -30,7 +100,17 @@ class FaultServer:
 
             def do_POST(self):
                 n = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(n) or b"{}")
+                try:
+                    body = json.loads(self.rfile.read(n) or b"{}")
+                except json.JSONDecodeError:
+                    body = None
+                bad = validate_request(body, outer.family)
+                if bad is not None:
+                    with outer.lock:
+                        outer.rejected.append(bad)
+                    if outer.echo:
+                        bad["error"]["message"] += f" (request auth: {outer.echo})"
+                    return self._send(400, bad)
                 with outer.lock:
                     outer.calls += 1
                     call = outer.calls

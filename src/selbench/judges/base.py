@@ -52,9 +52,10 @@ class Judge:
     kind = "llm"  # 'llm' | 'offline' (a non-LLM stand-in; named as such in every output)
     registry_name = "?"
 
-    def __init__(self, name: str, config):
+    def __init__(self, name: str, config, source: str | None = None):
         self.name = name
         self.config = config
+        self.source = source  # the YAML it was loaded from (named in errors)
         self.stats = {"calls": 0, "retries": 0, "errors": 0, "prompt_tokens": 0,
                       "completion_tokens": 0}
 
@@ -110,7 +111,7 @@ def load_judge(name_or_path: str) -> Judge:
     cls = JUDGE_TYPES.get(data.pop("type"))
     name = data.pop("name", path.stem)
     cfg = from_dict(cls.config_cls, data, where=str(path))
-    return cls(name, cfg)
+    return cls(name, cfg, str(path))
 
 
 def item_key(judge: Judge, item: JudgeItem) -> str:

@@ -19,6 +19,7 @@ from typing import Callable
 
 from . import prompts
 from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
+from .requests import request_params
 
 
 class JudgeCallError(RuntimeError):
@@ -30,8 +31,10 @@ class OpenAIJudgeConfig:
     model: str = "gpt-5.1"
     base_url: str | None = None  # None = api.openai.com
     api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
-    max_tokens: int = 512
+    family: str = "auto"  # auto | chat | reasoning: the request shape (judges/requests.py)
+    temperature: float | None = None  # None: 0.0 for chat models, not sent to reasoning models
+    max_tokens: int = 512  # max_tokens (chat) or max_completion_tokens (reasoning)
+    reasoning_effort: str | None = None  # reasoning models only: none|minimal|low|medium|high
     concurrency: int = 4
     timeout: float = 60.0
     max_retries: int = 6
@@ -51,15 +54,32 @@ def _retry_after(exc) -> float | None:
         return None
 
 
+def scrub(text: str, secret: str | None) -> str:
+    """`text` with the API key's value removed (an error body may echo it)."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return text
+
+
 @JUDGE_TYPES.register("openai")
 class OpenAIJudge(Judge):
     config_cls = OpenAIJudgeConfig
+
+    def __init__(self, name: str, config, source: str | None = None):
+        super().__init__(name, config, source)
+        self.params = request_params(config, source or f"judge '{name}'")  # fail at load
+
+    def cache_identity(self) -> dict:
+        return {**super().cache_identity(), "request": self.params}
+
+    def _key(self) -> str | None:
+        return os.environ.get(self.config.api_key_env)
 
     def _client(self):
         import openai
 
         c = self.config
-        key = os.environ.get(c.api_key_env)
+        key = self._key()
         if key is None:
             if c.base_url is None:
                 raise JudgeCallError(f"judge '{self.name}': set the environment variable "
@@ -76,8 +96,8 @@ class OpenAIJudge(Judge):
             wait = None
             try:
                 resp = client.chat.completions.create(
-                    model=c.model, messages=prompts.render(item.question, item.answer_1, item.answer_2),
-                    temperature=c.temperature, max_tokens=c.max_tokens)
+                    messages=prompts.render(item.question, item.answer_1, item.answer_2),
+                    **self.params)
                 if not getattr(resp, "choices", None):
                     raise ValueError("response has no choices")
                 text = resp.choices[0].message.content
@@ -96,8 +116,7 @@ class OpenAIJudge(Judge):
                 last, wait = e, _retry_after(e)
             except openai.APIStatusError as e:
                 if e.status_code < 500 and e.status_code not in (408, 409):
-                    raise JudgeCallError(f"judge '{self.name}', item {label}: HTTP "
-                                         f"{e.status_code}: {str(e)[:300]}") from None
+                    raise JudgeCallError(self._client_error(e, label)) from None
                 last = e
             except (openai.APITimeoutError, openai.APIConnectionError, ValueError,
                     AttributeError, TypeError) as e:
@@ -112,7 +131,24 @@ class OpenAIJudge(Judge):
         with self._lock:
             self.stats["errors"] += 1
         raise JudgeCallError(f"judge '{self.name}', item {label}: gave up after "
-                             f"{c.max_retries} retries: {type(last).__name__}: {str(last)[:300]}")
+                             f"{c.max_retries} retries: {type(last).__name__}: "
+                             f"{scrub(str(last), self._key())[:300]}")
+
+    def _client_error(self, e, label: str) -> str:
+        """One line for a 4xx: the rejected parameter and the YAML to edit, key scrubbed."""
+        body = e.body if isinstance(getattr(e, "body", None), dict) else {}
+        err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+        param = getattr(e, "param", None) or err.get("param")
+        msg = err.get("message") or str(e)
+        where = self.source or f"the judge YAML of '{self.name}'"
+        text = f"judge '{self.name}', item {label}: HTTP {e.status_code}"
+        if param:
+            text += f": the API rejected parameter '{param}' ({msg}); edit {where}"
+            if param in ("max_tokens", "temperature", "max_completion_tokens", "reasoning_effort"):
+                text += " (family: reasoning sends max_completion_tokens and no temperature)"
+        else:
+            text += f": {msg}; check {where}"
+        return scrub(text, self._key())[:600]
 
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:

@@ -1,0 +1,118 @@
+"""Request shapes per API family, checked against a loopback server (a test double) that
+rejects what each real API rejects (HTTP 400), never one that accepts everything."""
+import pytest
+import yaml
+
+from selbench.config import ConfigError
+from selbench.judges.base import CompletionCache, load_judge
+from selbench.judges.openai_api import JudgeCallError
+from selbench.judges.requests import resolve_family
+from selbench.judges.stage import build_items, judge_items, reduce
+
+from conftest import REPO
+from fake_openai_server import FaultServer, validate_request
+
+JUDGES = REPO / "configs" / "judges"
+
+
+def shipped(tmp_path, name: str, **override) -> str:
+    """A shipped judge YAML, pointed at the loopback server (base_url, test key variable)."""
+    data = yaml.safe_load((JUDGES / f"{name}.yaml").read_text())
+    data.update({"api_key_env": "SELBENCH_TEST_KEY", "timeout": 5, "max_retries": 0, **override})
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def answers(n=2):
+    a = {"vicuna": [{"id": str(i), "prompt": f"Q{i}?", "answer": f"A{i}"} for i in range(n)]}
+    b = {"vicuna": [{"id": str(i), "prompt": f"Q{i}?", "answer": f"B{i}"} for i in range(n)]}
+    return a, b
+
+
+def test_the_double_rejects_what_the_reasoning_api_rejects():
+    msgs = [{"role": "user", "content": "hi"}]
+    assert validate_request({"model": "gpt-5.1", "messages": msgs, "max_tokens": 5},
+                            "reasoning")["error"]["param"] == "max_tokens"
+    assert validate_request({"model": "gpt-5.1", "messages": msgs, "temperature": 0.0},
+                            "reasoning")["error"]["param"] == "temperature"
+    assert validate_request({"model": "gpt-5.1", "messages": msgs, "max_completion_tokens": 5,
+                             "reasoning_effort": "none"}, "reasoning") is None
+    assert validate_request({"model": "gpt-4o", "messages": msgs, "reasoning_effort": "low"},
+                            "chat")["error"]["param"] == "reasoning_effort"
+    assert validate_request({"model": "m", "messages": msgs, "foo": 1}, "chat")["error"]["param"] == "foo"
+    assert validate_request({"model": "m", "messages": []}, "chat") is not None
+    assert validate_request({"model": "m", "messages": [{"role": "bot", "content": "x"}]}, "chat") is not None
+
+
+def test_shipped_gpt51_judge_is_accepted_by_the_reasoning_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELBENCH_TEST_KEY", "k")
+    with FaultServer(family="reasoning") as srv:
+        judge = load_judge(shipped(tmp_path, "gpt-5.1", base_url=srv.url, family="reasoning"))
+        cache = CompletionCache(tmp_path / "cache.jsonl")
+        recs = build_items(*answers())
+        assert judge_items(judge, recs, cache, progress=False) == {"cached": 0, "new": 4}
+        assert not srv.rejected
+        body = srv.bodies[0]
+        assert body["model"] == "gpt-5.1" and body["max_completion_tokens"] == 1024
+        assert "max_tokens" not in body and "temperature" not in body
+        assert body["reasoning_effort"] == "none"
+        _, summary = reduce(recs, cache)
+        assert summary["pooled"]["n"] == 2
+
+
+def test_shipped_gpt51_resolves_to_reasoning_without_a_base_url():
+    judge = load_judge(str(JUDGES / "gpt-5.1.yaml"))
+    assert "max_completion_tokens" in judge.params and "temperature" not in judge.params
+
+
+def test_a_chat_shaped_request_to_a_reasoning_model_names_the_parameter_and_yaml(tmp_path, monkeypatch):
+    key = "sk-ECHOED-SECRET-999"
+    monkeypatch.setenv("SELBENCH_TEST_KEY", key)
+    with FaultServer(family="reasoning", echo=key) as srv:
+        path = shipped(tmp_path, "gpt-5.1", base_url=srv.url, family="chat", temperature=0.0,
+                       reasoning_effort=None)
+        judge = load_judge(path)
+        with pytest.raises(JudgeCallError) as e:
+            judge_items(judge, build_items(*answers(1)), CompletionCache(tmp_path / "c.jsonl"),
+                        progress=False)
+        msg = str(e.value)
+        assert "HTTP 400" in msg and "'max_tokens'" in msg and path in msg
+        assert key not in msg and "***" in msg  # the echoed key is scrubbed
+        assert srv.calls == 0 and len(srv.rejected) >= 1
+
+
+def test_reasoning_family_with_a_temperature_fails_at_load_naming_the_yaml(tmp_path):
+    path = shipped(tmp_path, "gpt-5.1", temperature=0.0)
+    with pytest.raises(ConfigError, match="temperature") as e:
+        load_judge(path)
+    assert path in str(e.value)
+
+
+def test_chat_family_servers_get_temperature_and_max_tokens(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELBENCH_TEST_KEY", "k")
+    with FaultServer(family="chat") as srv:
+        judge = load_judge(shipped(tmp_path, "qwen3-235b-instruct", base_url=srv.url))
+        judge_items(judge, build_items(*answers(1)), CompletionCache(tmp_path / "c.jsonl"),
+                    progress=False)
+        body = srv.bodies[0]
+        assert body["temperature"] == 0.0 and body["max_tokens"] == 512
+        assert "reasoning_effort" not in body and not srv.rejected
+
+
+def test_verdict_changing_parameters_are_in_the_cache_identity(tmp_path):
+    a = load_judge(shipped(tmp_path, "gpt-5.1"))
+    b = load_judge(shipped(tmp_path, "gpt-5.1", reasoning_effort="high"))
+    c = load_judge(shipped(tmp_path, "gpt-5.1", timeout=999, concurrency=1))
+    assert a.cache_identity() != b.cache_identity()
+    assert a.cache_identity() == c.cache_identity()
+    assert a.cache_identity()["request"]["max_completion_tokens"] == 1024
+
+
+@pytest.mark.parametrize("model,base_url,family", [
+    ("gpt-5.1", None, "reasoning"), ("gpt-5-mini", None, "reasoning"), ("o3-mini", None, "reasoning"),
+    ("o4-mini", None, "reasoning"), ("gpt-5-chat-latest", None, "chat"), ("gpt-4o", None, "chat"),
+    ("gpt-5.1", "http://127.0.0.1:8000/v1", "chat"),
+])
+def test_auto_family(model, base_url, family):
+    assert resolve_family(model, base_url, "auto") == family
