@@ -1,31 +1,94 @@
+"""Leaderboard: a Table 1 cell is one comparison; LLM judges only in its mean."""
 import json
+
+import pytest
 
 from selbench.leaderboard import collect, render
 
 
-def _result(folder, judge, pws_counts, kind="llm"):
-    w, t, l = pws_counts
-    s = {"win": w, "tie": t, "lose": l, "unparsed": 1, "n": w + t + l + 1,
-         "pws": 1 + (w - l) / (w + t + l), "ci95": [0.5, 1.5], "position_consistency": 0.8}
+def _result(root, exp, judge, counts, kind="llm", setting="s1", seed=0, selector_fp="f1",
+            selector="gsnr", ratio=0.05, unparsed=1, note=None):
+    w, t, l = counts
+    s = {"win": w, "tie": t, "lose": l, "unparsed": unparsed, "n": w + t + l + unparsed,
+         "pws": 1 + (w - l) / (w + t + l), "pws_compat": 1 + (w - l) / (w + t + l + unparsed),
+         "ci95": [0.5, 1.5], "position_consistency": 0.8}
+    folder = root / exp / "judge" / judge / f"{selector}-{seed}-{setting}-{ratio}"
     folder.mkdir(parents=True)
     (folder / "DONE").write_text("")
     (folder / "result.json").write_text(json.dumps({
-        "selector": "gsnr", "regime": "lora", "pool": "alpaca", "model": "m", "ratio": 0.05,
+        "selector": selector, "regime": "lora", "pool": "alpaca", "model": "m", "ratio": ratio,
         "judge": judge, "judge_kind": kind, "n_selected": 10, "pool_size": 200,
-        "selection_seconds": 12.5, "seed": 0, "experiment": "e", "model_a": "a", "model_b": "b",
+        "selection_seconds": 12.5, "seed": seed, "experiment": exp, "model_a": "a",
+        "model_b": "b", "setting_fp": setting, "selector_fp": selector_fp,
+        "setting_desc": f"experiment {exp}", "pool_note": note,
         "usage": {"prompt_tokens": 10, "completion_tokens": 2}, "cost_usd": None,
         "summary": {"pooled": s, "vicuna": s}}))
 
 
-def test_multi_judge_mean_in_table1_and_each_judge_in_details(tmp_path):
-    _result(tmp_path / "e" / "judge" / "j1" / "x", "j1", (6, 2, 2))   # PWS 1.4
-    _result(tmp_path / "e" / "judge" / "j2" / "x", "j2", (2, 2, 6), "offline")  # PWS 0.6
-    (tmp_path / "e" / "judge" / "j3" / "unfinished").mkdir(parents=True)  # no DONE: ignored
+def _row(table: str, start: str) -> list[str]:
+    return [c.strip() for c in [l for l in table.splitlines() if l.startswith(f"| {start}")][0].split("|")[1:-1]]
+
+
+def test_llm_judges_are_averaged_and_offline_judges_get_their_own_table(tmp_path):
+    _result(tmp_path, "e", "j1", (6, 2, 2))  # PWS 1.4
+    _result(tmp_path, "e", "j3", (4, 2, 4))  # PWS 1.0
+    _result(tmp_path, "e", "off", (2, 2, 6), "offline")  # PWS 0.6: must not enter the mean
+    (tmp_path / "e" / "judge" / "j4" / "unfinished").mkdir(parents=True)  # no DONE: ignored
     df = collect(tmp_path)
-    assert len(df) == 4 and set(df.judge) == {"j1", "j2"}
+    assert len(df) == 6 and set(df.judge) == {"j1", "j3", "off"}
     md = render(df)
+    table1 = md.split("## Judge-free")[0]
+    assert "alpaca / m / 5%" in table1 and "LLM judges: j1, j3" in table1
+    assert _row(table1, "gsnr")[2] == "1.200"  # (1.4 + 1.0) / 2, offline 0.6 left out
+    offline = md.split("## Judge-free")[1].split("## All results")[0]
+    assert "off (offline, not an LLM)" in offline and _row(offline, "gsnr")[2] == "0.600"
+    assert "off (offline, not an LLM)" in md.split("## All results")[1] and "6/2/2" in md
+
+
+def test_results_from_different_settings_are_never_averaged(tmp_path):
+    # same selector/regime/pool/model/ratio, but e.g. another train config: two settings
+    _result(tmp_path, "smoke", "j1", (6, 2, 2), setting="aaaaaa11")  # 1.4
+    _result(tmp_path, "other", "j1", (2, 2, 6), setting="bbbbbb22")  # 0.6
+    md = render(collect(tmp_path))
     table1 = md.split("## All results")[0]
-    assert "alpaca / m / 5%" in table1 and "judges: j1, j2" in table1
-    row = [l for l in table1.splitlines() if l.startswith("| gsnr")][0]
-    assert float(row.split("|")[3]) == 1.0  # mean of 1.4 and 0.6
-    assert "j2 (offline, not an LLM)" in md and "6/2/2" in md and "12.5" in md
+    header = [l for l in table1.splitlines() if l.startswith("| selector")][0]
+    assert "alpaca / m / 5% [aaaaaa]" in header and "alpaca / m / 5% [bbbbbb]" in header
+    row = _row(table1, "gsnr")
+    assert "1.400" in row and "0.600" in row and "1.000" not in row
+    assert "setting [aaaaaa]: experiment smoke" in table1
+
+
+def test_different_selector_configs_are_different_rows(tmp_path):
+    _result(tmp_path, "e", "j1", (6, 2, 2), selector_fp="cfgA00")
+    _result(tmp_path, "e2", "j1", (2, 2, 6), selector_fp="cfgB00")
+    table1 = render(collect(tmp_path)).split("## All results")[0]
+    assert _row(table1, "gsnr [cfgA00]")[2] == "1.400"
+    assert _row(table1, "gsnr [cfgB00]")[2] == "0.600"
+
+
+def test_several_seeds_give_mean_sd_and_n(tmp_path):
+    _result(tmp_path, "e", "j1", (6, 2, 2), seed=0)  # 1.4
+    _result(tmp_path, "e", "j1", (4, 2, 4), seed=1)  # 1.0
+    table1 = render(collect(tmp_path)).split("## All results")[0]
+    cell = _row(table1, "gsnr")[2]
+    sd = pytest.approx(0.2828, abs=1e-3)
+    assert cell.startswith("1.200 ± ") and cell.endswith("(n=2)")
+    assert float(cell.split("± ")[1].split(" ")[0]) == sd
+
+
+def test_both_pws_variants_and_pool_notes_are_shown(tmp_path):
+    _result(tmp_path, "e", "j1", (6, 2, 2), unparsed=2, note="PARTIAL pool")
+    md = render(collect(tmp_path))
+    assert "PWS-compat" in md and "1.333" in md  # 1 + 4 / 12
+    assert "**Pool note:** PARTIAL pool" in md
+
+
+def test_old_results_without_fingerprints_are_not_pooled_across_experiments(tmp_path):
+    for exp, counts in (("x", (6, 2, 2)), ("y", (2, 2, 6))):
+        _result(tmp_path, exp, "j1", counts)
+        res = next((tmp_path / exp).rglob("result.json"))
+        d = json.loads(res.read_text())
+        del d["setting_fp"], d["selector_fp"]
+        res.write_text(json.dumps(d))
+    row = _row(render(collect(tmp_path)).split("## All results")[0], "gsnr")
+    assert "1.400" in row and "0.600" in row

@@ -8,6 +8,12 @@ A *wins* if it scores higher in both orders, or higher in one and equal in the o
 parsed the prompt is *unparsed*: reported separately and left out of PWS.
 
     PWS = 1 + (W - L) / (W + T + L)      (2 = always wins, 1 = even, 0 = always loses)
+
+Two PWS variants are reported, each labelled:
+- ``pws`` (selbench's): unparsed prompts are counted and left out of W/T/L;
+- ``pws_compat`` (Cherry/Superfiltering-compatible): an order whose completion cannot be
+  parsed counts as equal scores in that order (their scripts score a failed parse as
+  [-1, -1]), so every prompt gets W, T or L and none is left out.
 """
 from __future__ import annotations
 
@@ -34,6 +40,12 @@ def pairwise_outcome(scores_ab: Sequence[float] | None,
     if (first, second) in ((-1, -1), (-1, 0), (0, -1)):
         return "lose"
     return "tie"
+
+
+def pairwise_outcome_compat(scores_ab: Sequence[float] | None,
+                            scores_ba: Sequence[float] | None) -> Outcome:
+    """The Cherry/Superfiltering-compatible outcome: an unparsed order counts as a tie."""
+    return pairwise_outcome(scores_ab or (0.0, 0.0), scores_ba or (0.0, 0.0))
 
 
 def order_verdict(scores: Sequence[float] | None, a_first: bool) -> int | None:
@@ -91,5 +103,9 @@ def summarize_rows(rows: list[dict], seed: int = 0) -> dict:
         s["ci95"] = bootstrap_pws(outs, seed=seed)
         s["position_consistency"] = position_consistency(
             (r.get("scores_ab"), r.get("scores_ba")) for r in subset)
+        compat = summarize(pairwise_outcome_compat(r.get("scores_ab"), r.get("scores_ba"))
+                           for r in subset)
+        s["compat"] = {k: compat[k] for k in ("win", "tie", "lose", "pws")}
+        s["pws_compat"] = compat["pws"]
         summary[name] = s
     return summary

@@ -1,6 +1,14 @@
 """Markdown in the layout of the paper's Table 1: rows = selector x regime, columns =
-pool / target model / ratio, cells = pooled PWS (mean over judges when several). A second
-table lists every result with W/T/L, unparsed, CI, judge and selection wall time."""
+pool / target model / ratio, cells = pooled PWS.
+
+A cell is ONE comparison: the same pool, target model, regime, ratio, train and generate
+config, eval prompts, full-data baseline (``setting_fp``) and selector config
+(``selector_fp``). Results that differ in any of these are never averaged: they get their
+own column (tagged with the setting) or row (tagged with the selector config). Within a
+cell, a seed's value is the mean over the LLM judges of that comparison; several seeds give
+mean +- sample standard deviation with n. Offline (non-LLM) judges never enter that mean:
+they get their own table. A second section lists every result with W/T/L, unparsed, both
+PWS variants, CI, judge and selection wall time."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,25 +18,99 @@ from tabulate import tabulate
 
 from .aggregate import collect
 
+CELL_KEYS = ["selector", "selector_fp", "regime", "pool", "model", "ratio", "setting_fp"]
+
 
 def _fmt(x, nd=3):
     return "" if x is None or (isinstance(x, float) and pd.isna(x)) else f"{x:.{nd}f}"
 
 
+def _tag(fp: str) -> str:
+    return fp.split(":", 1)[1] if fp.startswith("exp:") else fp[:6]
+
+
+def cells(pooled: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: mean over judges per seed, then mean/std/n over seeds."""
+    per_seed = pooled.groupby(CELL_KEYS + ["seed"], as_index=False, dropna=False).agg(
+        pws=("pws", "mean"), judges=("judge", lambda s: ", ".join(sorted(set(s)))))
+    desc = pooled.groupby("setting_fp")["setting_desc"].first()
+    out = per_seed.groupby(CELL_KEYS, as_index=False, dropna=False).agg(
+        pws_mean=("pws", "mean"), pws_sd=("pws", "std"), n_seeds=("pws", "size"),
+        seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))), judges=("judges", "first"))
+    out["setting_desc"] = out.setting_fp.map(desc)
+    return out
+
+
+def _cell_text(r) -> str:
+    if r["n_seeds"] <= 1:
+        return _fmt(r["pws_mean"])
+    return f"{_fmt(r['pws_mean'])} ± {_fmt(r['pws_sd'])} (n={r['n_seeds']})"
+
+
+def pivot(c: pd.DataFrame) -> tuple[str, list[str]]:
+    """Markdown table of cells; returns (table, legend lines for setting tags)."""
+    c = c.copy()
+    n_set = c.groupby(["pool", "model", "ratio", "regime"])["setting_fp"].transform("nunique")
+    tagged_cols = set(c.loc[n_set > 1, "pool"] + "|" + c.loc[n_set > 1, "model"]
+                      + "|" + c.loc[n_set > 1, "ratio"].astype(str))
+    n_sel = c.groupby("selector")["selector_fp"].transform("nunique")
+
+    def col(r):
+        label = f"{r.pool} / {r.model} / {r.ratio:.0%}"
+        if f"{r.pool}|{r.model}|{r.ratio}" in tagged_cols:
+            label += f" [{_tag(r.setting_fp)}]"
+        return label
+
+    c["col"] = c.apply(col, axis=1)
+    c["row"] = [f"{s} [{_tag(fp)}]" if k > 1 else s
+                for s, fp, k in zip(c.selector, c.selector_fp, n_sel)]
+    c["text"] = c.apply(_cell_text, axis=1)
+    cols = list(dict.fromkeys(c.sort_values(["pool", "model", "ratio"]).col))
+    rows = list(dict.fromkeys(zip(c.sort_values(["selector", "regime"]).row,
+                                  c.sort_values(["selector", "regime"]).regime)))
+    body = []
+    for row, regime in rows:
+        sub = c[(c.row == row) & (c.regime == regime)]
+        vals = dict(zip(sub.col, sub.text))
+        body.append([row, regime, *[vals.get(k, "") for k in cols]])
+    legend = []
+    if tagged_cols:
+        desc = dict(zip(c.setting_fp, c.setting_desc))
+        for fp in sorted(set(c.setting_fp)):
+            legend.append(f"- setting [{_tag(fp)}]: {desc.get(fp) or fp}")
+    return tabulate(body, headers=["selector", "regime", *cols], tablefmt="github",
+                    disable_numparse=True), legend
+
+
 def table1(df: pd.DataFrame) -> str:
     pooled = df[df.eval_set == "pooled"]
+    llm = pooled[pooled.judge_kind != "offline"]
+    if llm.empty:
+        return "_no finished runs judged by an LLM_\n"
+    table, legend = pivot(cells(llm))
+    judges = ", ".join(sorted(set(llm.judge)))
+    note = (f"\nPWS pooled over eval sets vs the full-data model of the same setting "
+            f"(LLM judges: {judges}; a cell's value is the mean over them, per seed; several "
+            f"seeds: mean ± sd (n)). Unparsed prompts are left out (see PWS-compat below).\n")
+    return table + "\n" + note + ("\n".join(legend) + "\n" if legend else "") + _notes(llm)
+
+
+def table_offline(df: pd.DataFrame) -> str:
+    pooled = df[(df.eval_set == "pooled") & (df.judge_kind == "offline")]
     if pooled.empty:
-        return "_no finished runs_"
-    mean = pooled.groupby(["selector", "regime", "pool", "model", "ratio"], as_index=False).agg(
-        pws=("pws", "mean"), judges=("judge", lambda s: ", ".join(sorted(set(s)))))
-    mean["col"] = mean.apply(lambda r: f"{r.pool} / {r.model} / {r.ratio:.0%}", axis=1)
-    wide = mean.pivot_table(index=["selector", "regime"], columns="col", values="pws")
-    wide = wide.reset_index()
-    headers = ["selector", "regime", *[c for c in wide.columns[2:]]]
-    body = [[r.selector, r.regime, *[_fmt(v) for v in list(r)[2:]]] for r in wide.itertuples(index=False)]
-    judges = ", ".join(sorted(set(pooled.judge)))
-    note = f"\nPWS pooled over eval sets vs the full-data model (judges: {judges}; mean when several).\n"
-    return tabulate(body, headers=headers, tablefmt="github") + "\n" + note
+        return ""
+    out = []
+    for judge, sub in pooled.groupby("judge"):
+        table, legend = pivot(cells(sub))
+        out.append(f"### {judge} (offline, not an LLM)\n\n{table}\n"
+                   + ("\n".join(legend) + "\n" if legend else ""))
+    return ("## Judge-free and non-LLM metrics (never mixed into Table 1)\n\n"
+            + "\n".join(out) + _notes(pooled))
+
+
+def _notes(df: pd.DataFrame) -> str:
+    notes = sorted({n for n in df.get("pool_note", pd.Series(dtype=object)).dropna() if n})
+    return "".join(f"\n**Pool note:** {n}\n" for n in notes)
 
 
 def details(df: pd.DataFrame) -> str:
@@ -37,17 +119,25 @@ def details(df: pd.DataFrame) -> str:
     body = []
     for r in df.itertuples(index=False):
         judge = r.judge + (" (offline, not an LLM)" if r.judge_kind == "offline" else "")
-        body.append([r.selector, r.regime, r.pool, r.model, f"{r.ratio:.0%}", r.eval_set, judge,
-                     f"{r.win}/{r.tie}/{r.lose}", r.unparsed, _fmt(r.pws),
-                     f"[{_fmt(r.ci95_lo, 2)}, {_fmt(r.ci95_hi, 2)}]",
-                     _fmt(r.position_consistency, 2), _fmt(r.selection_seconds, 1)])
-    return tabulate(body, headers=["selector", "regime", "pool", "model", "ratio", "eval set",
-                                   "judge", "W/T/L", "unparsed", "PWS", "95% CI",
-                                   "pos. consist.", "selection s"], tablefmt="github")
+        body.append([r.selector, r.regime, r.pool, r.model, f"{r.ratio:.0%}", r.seed, r.eval_set,
+                     judge, f"{r.win}/{r.tie}/{r.lose}", r.unparsed, _fmt(r.pws),
+                     _fmt(r.pws_compat), f"[{_fmt(r.ci95_lo, 2)}, {_fmt(r.ci95_hi, 2)}]",
+                     _fmt(r.position_consistency, 2), _fmt(r.selection_seconds, 1),
+                     _tag(str(r.setting_fp))])
+    return tabulate(body, headers=["selector", "regime", "pool", "model", "ratio", "seed",
+                                   "eval set", "judge", "W/T/L", "unparsed", "PWS",
+                                   "PWS-compat", "95% CI", "pos. consist.", "selection s",
+                                   "setting"], tablefmt="github", disable_numparse=True)
+
+
+LEGEND = ("PWS = 1 + (W - L) / (W + T + L). **PWS** leaves prompts with an unparsed judge "
+          "completion out (counted in `unparsed`); **PWS-compat** is the Cherry/Superfiltering "
+          "rule, where an unparsed order counts as a tie.\n")
 
 
 def render(df: pd.DataFrame) -> str:
-    return ("# selbench leaderboard\n\n" + table1(df) + "\n## All results\n\n" + details(df) + "\n")
+    return ("# selbench leaderboard\n\n" + table1(df) + "\n" + table_offline(df)
+            + "\n## All results\n\n" + LEGEND + "\n" + details(df) + "\n")
 
 
 def write_leaderboard(runs_dir: Path) -> tuple[Path, Path]:
