@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+# tests never reach the hub (the CI machine has no internet): fail fast, offline
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SELBENCH_DATA_DIR") or REPO.parent / "shared" / "data")
 

@@ -48,8 +48,14 @@ def _run_overrides(args) -> dict:
     o = {}
     if args.selector:
         o["selector"] = args.selector
-    if args.ratio:
-        o["ratios"] = [float(x) for x in args.ratio.split(",")]
+    if args.ratio is not None:
+        from .config import ConfigError
+
+        try:
+            o["ratios"] = [float(x) for x in args.ratio.split(",")]
+        except ValueError:
+            raise ConfigError(f"--ratio {args.ratio!r}: expected a number in (0, 1] or a comma "
+                              f"list, e.g. --ratio 0.05,0.10") from None
     if args.seed is not None:
         o["seed"] = args.seed
     if args.judge:
@@ -65,11 +71,23 @@ def _run_overrides(args) -> dict:
     return o
 
 
+def cmd_plan(args) -> int:
+    from .config import build_config
+    from .plan import make_plan, render_plan
+
+    cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
+    plan = make_plan(cfg)
+    print(render_plan(plan, cfg))
+    return 2 if plan.problems else 0
+
+
 def cmd_run(args) -> int:
     from .benchmark.pipeline import Pipeline
     from .config import build_config
     from .selectors import SELECTORS
 
+    if args.dry_run:
+        return cmd_plan(args)
     SELECTORS.canonical(args.selector) if args.selector else None  # did-you-mean early
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
     results = Pipeline(cfg, progress=not args.quiet).run([Path(sys.argv[0]).name, *sys.argv[1:]])
@@ -122,6 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", help="list selectors, judges, eval sets, models").set_defaults(fn=cmd_ls)
 
     r = sub.add_parser("run", help="select -> train -> generate -> judge -> leaderboard")
+    pl_ = sub.add_parser("plan", help="resolve a run without computing: stages done/to run, "
+                         "needs and whether they are reachable, steps, FLOPs, judge calls")
+    for parser in (r, pl_):
+        _run_args(parser)
+    r.add_argument("--dry-run", action="store_true", help="print the plan (= bench plan) and stop")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+    pl_.set_defaults(fn=cmd_plan)
+
+    lb = sub.add_parser("leaderboard", help="CSV + markdown from every finished run")
+    lb.add_argument("--runs-dir", default="runs")
+    lb.set_defaults(fn=cmd_leaderboard)
+    _rest(sub)
+    return p
+
+
+def _run_args(r) -> None:
     r.add_argument("--config", action="append", help="YAML config (repeatable, later wins); "
                    "default: configs/default.yaml (CPU smoke scale)")
     r.add_argument("--selector")
@@ -141,13 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.learning_rate=1e-4")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
-    r.set_defaults(fn=cmd_run)
 
-    lb = sub.add_parser("leaderboard", help="CSV + markdown from every finished run")
-    lb.add_argument("--runs-dir", default="runs")
-    lb.set_defaults(fn=cmd_leaderboard)
 
+def _rest(sub) -> None:
     j = sub.add_parser("judge", help="judge maintenance")
     j.add_argument("--reparse", action="store_true", required=True,
                    help="re-apply the parser to cached raw completions (no API calls)")
@@ -163,18 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("kind", choices=["trajectories"])
     pl.add_argument("run", help="a profiles/<proxy>-<h8> folder, or a runs/<experiment> folder")
     pl.set_defaults(fn=cmd_plot)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .data import DataNotFound, PoolError
+    from .plan import PlanError
     from .registry import RegistryError
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, RegistryError, PoolError, DataNotFound, ValueError) as e:
+    except (ConfigError, RegistryError, PoolError, DataNotFound, PlanError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -23,11 +23,29 @@ from .registry import Registry
 
 ENV_DATA_DIR = "SELBENCH_DATA_DIR"
 
-# known pools: local file under the data dir, else a hub dataset id
-KNOWN_POOLS = {
-    "alpaca": ("train/alpaca_data.json", "tatsu-lab/alpaca"),
-    "alpaca-gpt4": ("train/alpaca_gpt4_partial.json", "vicgalle/alpaca-gpt4"),
-}
+@dataclass(frozen=True)
+class KnownPool:
+    """A pool selbench knows by name. The name means exactly this data set: a local file is
+    used only if it is one of `local_files` and has at least `min_rows` rows; otherwise the
+    hub id is tried; offline without either, an error says what to download."""
+
+    name: str
+    local_files: tuple[str, ...]  # relative to the data dir
+    hub_id: str | None
+    expected_rows: int
+    min_rows: int
+    note: str = ""  # provenance/bias, carried into every result that uses the pool
+
+
+KNOWN_POOLS: dict[str, KnownPool] = {p.name: p for p in [
+    KnownPool("alpaca", ("train/alpaca_data.json",), "tatsu-lab/alpaca", 52002, 51000),
+    KnownPool("alpaca-gpt4", ("train/alpaca_gpt4_data.json",), "vicgalle/alpaca-gpt4",
+              52002, 51000),
+    KnownPool("alpaca-gpt4-partial", ("train/alpaca_gpt4_partial.json",), None, 9955, 9955,
+              note="PARTIAL Alpaca-GPT4: 9,955 of 52,002 rows (19.1%), the union of three "
+                   "public samples, mostly the low-score half of Nuggets' split; subsets and "
+                   "PWS are not comparable to the full 52k pool"),
+]}
 
 
 class PoolError(ValueError):
@@ -44,6 +62,7 @@ class Pool:
     rows: list[dict[str, str]]
     source: str
     skipped: dict[str, int] = field(default_factory=dict)
+    note: str = ""  # provenance / bias of a known pool (e.g. partial), shown in results
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -53,7 +72,8 @@ class Pool:
         return [r["id"] for r in self.rows]
 
     def subset(self, indices) -> "Pool":
-        return Pool(self.name, [self.rows[i] for i in indices], self.source, dict(self.skipped))
+        return Pool(self.name, [self.rows[i] for i in indices], self.source, dict(self.skipped),
+                    self.note)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -160,11 +180,14 @@ def load_pool(path_or_id: str, data_dir: str | None = None, size: int | None = N
     name = path_or_id
     local: Path | None = None
     hub_id: str | None = None
-    if name in KNOWN_POOLS:
-        rel, hub_id = KNOWN_POOLS[name]
-        dd = resolve_data_dir(data_dir)
-        if dd is not None and (dd / rel).exists():
-            local = dd / rel
+    known = KNOWN_POOLS.get(name)
+    if known is not None:
+        local = find_known_local(known, data_dir)
+        hub_id = known.hub_id
+        if local is None and hub_id is None:
+            dd = resolve_data_dir(data_dir)
+            raise DataNotFound(f"pool '{name}': {known.local_files[0]} not found under "
+                               f"{dd or '(no data dir)'}; pass --data-dir or set {ENV_DATA_DIR}")
     elif Path(name).expanduser().exists():
         local = Path(name).expanduser().resolve()
     elif name.endswith((".json", ".jsonl")):
@@ -177,24 +200,47 @@ def load_pool(path_or_id: str, data_dir: str | None = None, size: int | None = N
     else:
         rows, skipped = _load_hub(hub_id, name)
         source = f"hf://{hub_id}"
-    pool = Pool(name=Path(name).stem if local is not None and name not in KNOWN_POOLS else name,
-                rows=rows, source=source, skipped=skipped)
+    if known is not None:
+        n_read = len(rows) + sum(skipped.values())
+        if n_read < known.min_rows:
+            raise PoolError(f"pool '{name}' from {source}: {n_read} rows, but '{name}' has "
+                            f"{known.expected_rows:,}; this file is partial, so the name would "
+                            f"not mean what it says (use the full file, or the data as a path)")
+    pool = Pool(name=Path(name).stem if local is not None and known is None else name,
+                rows=rows, source=source, skipped=skipped, note=known.note if known else "")
     if size is not None and size < len(pool):
         idx = sorted(random.Random(seed).sample(range(len(pool)), size))
         pool = pool.subset(idx)
     return pool
 
 
+def find_known_local(known: KnownPool, data_dir: str | None) -> Path | None:
+    dd = resolve_data_dir(data_dir)
+    if dd is None:
+        return None
+    for rel in known.local_files:
+        if (dd / rel).is_file():
+            return dd / rel
+    return None
+
+
 def _load_hub(hub_id: str, name: str) -> tuple[list[dict], dict[str, int]]:
     try:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise ConnectionError("HF_HUB_OFFLINE is set")
         import datasets
 
         ds = datasets.load_dataset(hub_id, split="train")
     except Exception as e:  # noqa: BLE001 - offline, missing, gated...
         hint = ""
         if name in KNOWN_POOLS:
-            hint = (f" Point --data-dir (or {ENV_DATA_DIR}) at a folder containing "
-                    f"{KNOWN_POOLS[name][0]}, e.g. the repo's ../shared/data.")
+            kp = KNOWN_POOLS[name]
+            hint = (f" Either go online (the hub dataset '{hub_id}'), or download the full "
+                    f"file and put it at <data dir>/{kp.local_files[0]} (--data-dir or "
+                    f"{ENV_DATA_DIR}).")
+            if name == "alpaca-gpt4":
+                hint += (" The shared data holds only a 19% partial file: use "
+                         "--pool alpaca-gpt4-partial to run on it knowingly.")
         raise DataNotFound(f"pool '{name}': no local file and the hub dataset '{hub_id}' "
                            f"could not be loaded ({type(e).__name__}: {str(e)[:200]}).{hint}") from None
     return validate_rows([(i, dict(r)) for i, r in enumerate(ds, 1)], f"hf://{hub_id}")

@@ -19,9 +19,11 @@ Adding a selector = one file in this folder:
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,5 +140,45 @@ class ProfileSelector(Selector):
 SELECTORS: Registry[type[Selector]] = Registry("selector")
 
 
-def build_selector(name: str, params: dict[str, Any] | None = None) -> Selector:
-    return SELECTORS.get(name).from_params(params)
+def with_shared_proxy(config_cls: type, params: dict[str, Any] | None, proxy: Any) -> dict[str, Any]:
+    """``selector_params`` with the run's shared proxy settings (:class:`ProxyConfig`) filled
+    in: each set field goes to the selector config's same-named top-level field (``model``
+    -> ``proxy``), else to its ``profile`` dataclass; keys given in ``params`` win; fields
+    the selector does not have are ignored."""
+    out = copy.deepcopy(dict(params or {}))
+    if proxy is None:
+        return out
+    hints = typing.get_type_hints(config_cls)
+    top = {f.name for f in fields(config_cls)}
+    prof_cls = hints.get("profile") if "profile" in top else None
+    prof = {f.name for f in fields(prof_cls)} if prof_cls is not None and is_dataclass(prof_cls) else set()
+    for key, value in to_dict(proxy).items():
+        if value is None:
+            continue
+        name = "proxy" if key == "model" else key
+        if name in top:
+            out.setdefault(name, value)
+        elif name in prof:
+            sub = out.setdefault("profile", {})
+            if isinstance(sub, dict):
+                sub.setdefault(name, value)
+    return out
+
+
+def build_selector(name: str, params: dict[str, Any] | None = None, proxy: Any = None) -> Selector:
+    cls = SELECTORS.get(name)
+    return cls.from_params(with_shared_proxy(cls.config_cls, params, proxy))
+
+
+def models_used(config: Any) -> list[str]:
+    """Model names a selector config will load (fields `proxy`, `embedder`, also inside a
+    nested `profile`): what the plan checks for reachability."""
+    out = []
+    for obj in (config, getattr(config, "profile", None)):
+        if obj is None or not is_dataclass(obj):
+            continue
+        for f in ("proxy", "embedder"):
+            v = getattr(obj, f, None)
+            if isinstance(v, str) and v and v not in out:
+                out.append(v)
+    return out

@@ -98,3 +98,38 @@ class GSNRRelDrop(_GSNRBase):
 class GSNRDropVar(_GSNRBase):
     description = "G-SNR ablation #3: (G_s - G_t) / (V_t + eps)"
     variant = "drop-var"
+
+
+def record_agreement(rows: list[dict], profile: ProfileConfig, device: str = "cpu",
+                     top: tuple[float, ...] = (0.05, 0.10), progress: bool = True) -> dict:
+    """How far G-SNR rankings from the two recordings agree on the same trained members:
+    norms taken for free during each epoch's updates (``record: train``) vs at theta_e in a
+    separate eval-mode pass (``record: pass``, eqs. 1-2). One ensemble training yields both.
+    Returns Spearman correlations (utilities, and per member/epoch norms) and the overlap of
+    the top fractions of the pool."""
+    import dataclasses
+    import math
+
+    from scipy.stats import spearmanr
+
+    from ..gradients import build_profile
+
+    cfg = dataclasses.replace(profile, record="pass", projection_dim=0)
+    prof = build_profile(rows, cfg, device, progress=progress, keep_train_norms=True)
+    u_pass = gsnr_utility(prof.norms)
+    u_train = gsnr_utility(prof.train_norms)
+    n = len(rows)
+    out = {"n": n, "members": cfg.members, "epochs": cfg.epochs, "proxy": cfg.proxy,
+           "max_length": cfg.max_length, "batch_size": cfg.batch_size,
+           "spearman_utility": float(spearmanr(u_pass, u_train).statistic),
+           "spearman_norms_mean": float(np.mean([
+               spearmanr(prof.norms[m, e], prof.train_norms[m, e]).statistic
+               for m in range(cfg.members) for e in range(cfg.epochs)])),
+           "wall_seconds": prof.meta["wall_seconds"]}
+    for frac in top:
+        k = max(1, math.ceil(frac * n))
+        a = set(np.argsort(-u_pass, kind="stable")[:k].tolist())
+        b = set(np.argsort(-u_train, kind="stable")[:k].tolist())
+        out[f"top{frac:g}_overlap"] = len(a & b) / k
+        out[f"top{frac:g}_k"] = k
+    return out
