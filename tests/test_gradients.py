@@ -114,3 +114,64 @@ def test_profile_pass_mode_and_projection(tokenizer):
                          tokenizer=tokenizer)
     assert prof.norms.shape == (2, 2, 12) and prof.projections.shape == (12, 32)
     assert np.all(np.isfinite(prof.projections)) and np.abs(prof.projections).sum() > 0
+
+
+def _tiny_gpt2(tokenizer, dropout=0.1):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=256,
+                     resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+                     bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    return GPT2LMHeadModel(cfg)
+
+
+def test_pass_records_at_theta_e_with_dropout_off(tokenizer):
+    """record=pass: epoch-1 norms are exactly the norms at member 0's weights after epoch 1
+    (the saved snapshot) with the backbone in eval mode, although GPT-2 has dropout 0.1."""
+    from selbench.gradients import tokenize_pool
+
+    cfg = ProfileConfig(members=2, epochs=2, batch_size=4, max_length=64, learning_rate=1e-2,
+                        record="pass", projection_dim=0, seed=3)
+    model = _tiny_gpt2(tokenizer)
+    prof = build_profile(_rows(), cfg, progress=False, model=model, tokenizer=tokenizer)
+    # rebuild member 0 at theta_1 from the snapshot and measure in eval mode
+    fresh = _tiny_gpt2(tokenizer)
+    for p in fresh.parameters():
+        p.requires_grad_(False)
+    pm = attach_members(fresh, ProfileConfig(members=1), ["c_attn"], seed=3)
+    pm.load_state_dict(prof.snapshot, strict=False)
+    pm.base_model.set_adapter("m0")
+    for p in member_params(pm, "m0"):
+        p.requires_grad_(True)
+    pm.eval()
+    data = tokenize_pool(_rows(), tokenizer, "alpaca", 64)
+    norms = per_example_lora_grad_norms(pm, collate(data, tokenizer.pad_token_id, "cpu")).numpy()
+    np.testing.assert_allclose(prof.norms[0, 0], norms, rtol=1e-4)
+    # deterministic although dropout is active during the updates
+    prof2 = build_profile(_rows(), cfg, progress=False, model=_tiny_gpt2(tokenizer), tokenizer=tokenizer)
+    np.testing.assert_array_equal(prof.norms, prof2.norms)
+    # with dropout on, the same example at the same weights would differ (what pass avoids)
+    pm.train()
+    noisy = per_example_lora_grad_norms(pm, collate(data, tokenizer.pad_token_id, "cpu")).numpy()
+    assert not np.allclose(noisy, norms, rtol=1e-3)
+
+
+def test_run_seed_reaches_the_profile(tiny_pool_rows, tiny_model_dir, tmp_path):
+    from selbench.gradients import cached_profile
+    from selbench.runs import RunDir
+    from selbench.selectors.base import SelectionContext
+
+    cfg = ProfileConfig(proxy=tiny_model_dir, members=2, epochs=2, batch_size=4, max_length=64,
+                        learning_rate=1e-2, projection_dim=0)
+    assert cfg.seed is None  # None = the run seed
+    profs = []
+    for seed in (0, 1, 0):
+        ctx = SelectionContext(seed=seed, run_dir=RunDir(tmp_path), pool_key="p", log=lambda m: None,
+                               progress=False)
+        profs.append((cached_profile(tiny_pool_rows, cfg, ctx), ctx.notes["profile"]))
+    (a, fa), (b, fb), (c, fc) = profs
+    assert fa != fb and fa == fc  # one cached profile per seed
+    assert not np.allclose(a.norms, b.norms)
+    np.testing.assert_array_equal(a.norms, c.norms)
+    assert a.meta["config"]["seed"] == 0 and b.meta["config"]["seed"] == 1

@@ -1,7 +1,11 @@
 """One fine-tuning harness for every selector: TRL SFTTrainer, LoRA (PEFT) or full.
 
-Data are prompt/completion pairs (Alpaca prompt or the model's chat template), so TRL
-computes the loss on the response tokens only. The chosen SFTConfig fields come from
+Rows are tokenized by selbench (:func:`selbench.templates.tokenize_example`, the same
+function the proxy uses) and handed to TRL as ``input_ids``/``labels`` (-100 on the prompt),
+so the loss is on response tokens only, the prompt token ids are exactly those generation
+uses (:func:`selbench.templates.encode_prompt`: BOS once for Llama-style tokenizers, none for
+GPT-2-style ones), and every selected row is trained on: a row longer than ``max_length`` is
+truncated (counted in ``train.json``), never dropped. The chosen SFTConfig fields come from
 :class:`selbench.config.TrainConfig`; ``train.extra`` passes any other SFTConfig field.
 Outputs in the stage folder: ``model/`` (LoRA adapter or full weights + tokenizer),
 ``loss.csv`` (step, loss, learning rate) and ``train.json`` (counts and timing).
@@ -14,12 +18,11 @@ import time
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..templates import format_prompt
+from ..templates import tokenize_example
 
 
-def to_sft_rows(rows: list[dict], template: str, tokenizer) -> list[dict]:
-    return [{"prompt": format_prompt(r["instruction"], r.get("input", ""), template, tokenizer),
-             "completion": r["output"]} for r in rows]
+def to_sft_rows(rows: list[dict], template: str, tokenizer, max_length: int) -> list[dict]:
+    return [tokenize_example(tokenizer, r, template, max_length) for r in rows]
 
 
 def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
@@ -35,7 +38,9 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
     set_seed(cfg.seed)
     tok = load_tokenizer(model_name)
     model = load_model(model_name, device)
-    ds = Dataset.from_list(to_sft_rows(rows, cfg.template, tok))
+    tokenized = to_sft_rows(rows, cfg.template, tok, cfg.max_length)
+    n_truncated = sum(t.pop("truncated") for t in tokenized)
+    ds = Dataset.from_list(tokenized)
     peft_config = None
     if cfg.method == "lora":
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
@@ -66,7 +71,12 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
         w.writerow(["step", "loss", "learning_rate"])
         for h in logs:
             w.writerow([h.get("step"), h.get("loss"), h.get("learning_rate")])
-    info = {"examples": len(rows), "steps": trainer.state.global_step, "seconds": seconds,
+    n_trained = len(trainer.train_dataset)
+    if n_trained != len(rows):
+        raise RuntimeError(f"TRL kept {n_trained} of the {len(rows)} selected rows: the subset "
+                           f"would not be what was trained")
+    info = {"examples": len(rows), "examples_trained": n_trained, "truncated": n_truncated,
+            "max_length": cfg.max_length, "steps": trainer.state.global_step, "seconds": seconds,
             "method": cfg.method, "base_model": model_name,
             "final_loss": logs[-1]["loss"] if logs else None}
     (out / "train.json").write_text(json.dumps(info, indent=2))
