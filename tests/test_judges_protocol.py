@@ -100,3 +100,19 @@ def test_real_transcripts_wtl_from_raw_equals_wtl_from_stored(data_dir):
         pooled_stored += stored
     s = summarize(pooled_raw)
     assert s == summarize(pooled_stored) and s["n"] == 80 + 218 + 180 + 300 + 252
+
+
+def test_compat_pws_counts_an_unparsed_order_as_a_tie():
+    from selbench.judges.pairwise import pairwise_outcome_compat, summarize_rows
+
+    assert pairwise_outcome_compat((8, 6), None) == "win"  # win + tie
+    assert pairwise_outcome_compat(None, (8, 6)) == "lose"  # A second, B scored higher
+    assert pairwise_outcome_compat(None, None) == "tie"
+    assert pairwise_outcome_compat((8, 6), (8, 6)) == "tie"  # position bias
+    rows = [{"eval_set": "v", "outcome": pairwise_outcome(ab, ba), "scores_ab": ab, "scores_ba": ba}
+            for ab, ba in [((8, 6), (6, 8)), ((8, 6), None), ((5, 7), (7, 5)), (None, None)]]
+    s = summarize_rows(rows)["pooled"]
+    assert (s["win"], s["tie"], s["lose"], s["unparsed"]) == (1, 0, 1, 2)
+    assert s["pws"] == pytest.approx(1.0)
+    assert s["compat"] == {"win": 2, "tie": 1, "lose": 1, "pws": pytest.approx(1.25)}
+    assert s["pws_compat"] == pytest.approx(1.25)
