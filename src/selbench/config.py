@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -50,8 +51,12 @@ class TrainConfig:
     target_modules: list[str] | None = None  # None = attention q/k/v (auto-detected)
     learning_rate: float = 2e-4
     epochs: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 8  # per device (per process)
     grad_accum: int = 1
+    effective_batch: int | None = None
+    """Examples per optimizer step over all processes; when set, grad_accum is derived as
+    effective_batch / (batch_size * launch.num_processes), so the recipe is the same on 1 or
+    8 GPUs (and the cache key does not depend on the split)."""
     max_length: int = 256
     template: str = "alpaca"  # alpaca | chat
     lr_scheduler: str = "cosine"
@@ -66,13 +71,63 @@ class TrainConfig:
 
 @dataclass
 class GenerateConfig:
+    """Decoding and backend settings, all hashed into the generate stage key. Two cannot
+    change the answers, only memory: ``kv_cache_gb`` and ``gpu_memory_utilization`` (changing
+    them recomputes the stage). ``generate_cache_config`` in ``benchmark/generate.py`` gives
+    the answer-relevant subset, resolved on the device (written to the stage's config.yaml)."""
     backend: str = "hf"  # hf | vllm
     max_new_tokens: int = 256
-    batch_size: int = 16
+    batch_size: int = 16  # hf only (vLLM schedules its own batches)
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
     template: str | None = None  # None = same as train.template
+    dtype: str = "auto"
+    """auto | float32 | bfloat16 | float16. auto = float32 on a CPU (vLLM alone would pick
+    bfloat16 there, whose greedy tokens diverge from transformers'; fp32 matches token for
+    token), the checkpoint's dtype for vLLM on a GPU, float32 for hf on a GPU."""
+    # ---- vLLM engine (backend vllm only)
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None  # None = the model's own context length
+    enforce_eager: bool | None = None
+    """None = eager on a CPU (torch.compile would add ~90 s per engine start), CUDA graphs on a GPU."""
+    gpu_memory_utilization: float = 0.9  # GPU only; not in the stage key
+    kv_cache_gb: float | None = None
+    """KV cache size in GiB (vLLM's kv_cache_memory_bytes; VLLM_CPU_KVCACHE_SPACE also works).
+    None = 2 GiB on a CPU, from gpu_memory_utilization on a GPU. Not in the stage key."""
+
+
+@dataclass
+class LaunchConfig:
+    """How heavy stages run: in this process (``none``) or as N processes under an existing
+    launcher (``torchrun`` or ``accelerate``, which also takes an accelerate/DeepSpeed/FSDP
+    ``config_file``). Never part of a stage's cache key: the driver keeps the stage contract
+    (temp folder renamed on success) whatever runs inside it."""
+
+    launcher: str = "none"  # none | torchrun | accelerate
+    num_processes: int = 1
+    config_file: str | None = None  # accelerate config (DDP / FSDP / DeepSpeed ZeRO-3)
+    extra_args: list[str] = field(default_factory=list)  # e.g. multi-node rendezvous flags
+    stages: list[str] = field(default_factory=lambda: ["train", "score"])
+    """Which stages use the launcher: train (TRL fine-tuning) and score (sharded IFD and
+    gradient-profile scoring)."""
+
+
+@dataclass
+class ProxyConfig:
+    """One shared way to name the proxy model of every proxy-based selector (gsnr and its
+    ablations, ifd, ifd-diverse, grads, spice...). Each field left at None keeps the
+    selector's own default; a set field fills the same-named setting of whichever selector
+    runs (top-level or in its ``profile``), unless ``selector_params`` sets it explicitly.
+    Fields a selector does not have are ignored for it, so one layer
+    (``configs/paper/proxy-gpt2.yaml``) is accepted with any selector."""
+
+    model: str | None = None  # -> `proxy` / `profile.proxy`
+    max_length: int | None = None
+    batch_size: int | None = None
+    precision: str | None = None  # fp32 | bf16 (gradient profile)
+    record: str | None = None  # gradient profile: pass (at theta_e, eval mode) | train
+    projection_dim: int | None = None  # projected gradients (SPICE variants)
 
 
 @dataclass
@@ -85,6 +140,8 @@ class RunConfig:
     seed: int = 0
     selector_params: dict[str, Any] = field(default_factory=dict)
     """Overrides of the chosen selector's own config dataclass (validated there)."""
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     judges: list[str] = field(default_factory=lambda: ["offline-refsim-minilm"])
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -205,20 +262,33 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def load_yaml_layers(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     """Read a YAML config, resolving ``include:`` (a path or a list, relative to the file)."""
-    path = Path(path).resolve()
+    path = Path(path).expanduser().resolve()
     if path in _seen:
         raise ConfigError(f"{path}: include cycle")
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a YAML config file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (a FIFO or device?); give a YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     includes = data.pop("include", None) or []
     if isinstance(includes, str):
         includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i.strip() for i in includes):
+        raise ConfigError(f"{path}: include: expected a file path or a list of paths, "
+                          f"got {includes!r}")
     merged: dict = {}
     for inc in includes:
         merged = deep_merge(merged, load_yaml_layers(path.parent / inc, (*_seen, path)))
@@ -229,7 +299,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected key.path=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    keys = key.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(f"--set {text!r}: empty key (expected key.path=value)")
+    if not raw.strip():
+        return keys, ""
+    try:
+        return keys, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({problem}); quote "
+                          f"it, e.g. --set '{key.strip()}=\"{raw}\"'") from None
+    except RecursionError:
+        raise ConfigError(f"--set {text!r}: the value is nested too deeply") from None
 
 
 def set_path(d: dict, keys: list[str], value: Any) -> None:
@@ -261,16 +343,64 @@ def build_config(files: list[str] | None = None, overrides: dict | None = None,
     return cfg
 
 
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def safe_component(value: str, what: str) -> str:
+    """`value` if it is one safe path component (letters, digits, . _ + -, not starting with
+    a dot, at most 100 characters), else a ConfigError naming `what`."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or value in (".", ".."):
+        raise ConfigError(f"{what} {value!r} must be one folder name: 1-100 characters from "
+                          f"letters, digits and . _ + -, not starting with '.' or '-'")
+    return value
+
+
 def validate(cfg: RunConfig) -> None:
+    safe_component(cfg.experiment, "experiment")
+    if not cfg.ratios:
+        raise ConfigError("ratios: give at least one ratio, e.g. --ratio 0.05")
+    if len(set(cfg.ratios)) != len(cfg.ratios):
+        raise ConfigError(f"ratios {cfg.ratios}: a ratio is listed twice")
     for r in cfg.ratios:
         if not (0.0 < r <= 1.0):
             raise ConfigError(f"ratio {r} is outside (0, 1]: use e.g. 0.05 for 5%")
+    la = cfg.launch
+    if la.launcher not in ("none", "torchrun", "accelerate"):
+        raise ConfigError(f"launch.launcher must be none, torchrun or accelerate, got {la.launcher!r}")
+    if la.num_processes < 1:
+        raise ConfigError(f"launch.num_processes must be >= 1, got {la.num_processes}")
+    if la.launcher == "none" and la.num_processes > 1:
+        raise ConfigError("launch.num_processes > 1 needs launch.launcher: torchrun or accelerate")
+    t = cfg.train
+    if t.effective_batch is not None:
+        per_step = t.batch_size * (la.num_processes if "train" in la.stages else 1)
+        if t.effective_batch % per_step:
+            raise ConfigError(f"train.effective_batch {t.effective_batch} is not a multiple of "
+                              f"batch_size x processes = {per_step}")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {cfg.threads}")
+    if cfg.data.eval_limit is not None and cfg.data.eval_limit < 1:
+        raise ConfigError(f"data.eval_limit must be >= 1 (or null for all prompts), "
+                          f"got {cfg.data.eval_limit}")
+    if not re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", cfg.device):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     if cfg.train.method not in ("lora", "full"):
         raise ConfigError(f"train.method must be 'lora' or 'full', got {cfg.train.method!r}")
     if cfg.train.template not in ("alpaca", "chat"):
         raise ConfigError(f"train.template must be 'alpaca' or 'chat', got {cfg.train.template!r}")
-    if cfg.generate.backend not in ("hf", "vllm"):
-        raise ConfigError(f"generate.backend must be 'hf' or 'vllm', got {cfg.generate.backend!r}")
+    g = cfg.generate
+    if g.backend not in ("hf", "vllm"):
+        raise ConfigError(f"generate.backend must be 'hf' or 'vllm', got {g.backend!r}")
+    if g.dtype not in ("auto", "float32", "float", "bfloat16", "float16", "half"):
+        raise ConfigError(f"generate.dtype must be auto, float32, bfloat16 or float16, got {g.dtype!r}")
+    if g.tensor_parallel_size < 1:
+        raise ConfigError("generate.tensor_parallel_size must be >= 1")
+    if not (0.0 < g.gpu_memory_utilization <= 1.0):
+        raise ConfigError("generate.gpu_memory_utilization must be in (0, 1]")
+    if g.kv_cache_gb is not None and g.kv_cache_gb <= 0:
+        raise ConfigError("generate.kv_cache_gb must be positive (or null for the default)")
     if cfg.data.pool_size is not None and cfg.data.pool_size <= 0:
         raise ConfigError("data.pool_size must be positive")
 
@@ -285,3 +415,19 @@ def stable_hash(*parts: Any, n: int = 8) -> str:
 
 def replace(obj, **changes):
     return dataclasses.replace(obj, **changes)
+
+
+def grad_accum_for(train: TrainConfig, processes: int) -> int:
+    """Gradient accumulation steps giving ``train.effective_batch`` on `processes` processes."""
+    if train.effective_batch is None:
+        return train.grad_accum
+    return train.effective_batch // (train.batch_size * processes)
+
+
+def train_identity(train: TrainConfig) -> dict:
+    """What the train stage's cache key hashes: with effective_batch set, the split into
+    per-device batch, accumulation and processes is left out (same recipe, same key)."""
+    d = to_dict(train)
+    if train.effective_batch is not None:
+        d["grad_accum"] = d["batch_size"] = None
+    return d

@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ..config import RunConfig, stable_hash, to_dict
+from ..config import RunConfig, stable_hash, to_dict, train_identity
+from ..launch import run_workers, uses_launcher
 from ..data import load_eval_set, load_pool
 from ..runs import RunDir, StageKey, stage_key, write_manifest
+
+
+def write_rows_file(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=True) + "\n")
+    return path
 
 
 def _subset_fingerprint(ids: list[str]) -> str:
@@ -50,16 +60,21 @@ class Pipeline:
         skipped = {k: v for k, v in self.pool.skipped.items() if v}
         self.log(f"[data]   pool '{d.pool}': {len(self.pool)} examples from {self.pool.source}"
                  + (f" (skipped {skipped})" if skipped else ""))
+        if self.pool.note:
+            self.log(f"[data]   NOTE: {self.pool.note}")
         self.evals = {es: load_eval_set(es, d.data_dir, d.eval_limit) for es in d.eval_sets}
         self.log("[data]   eval sets: " + ", ".join(f"{k} ({len(v)})" for k, v in self.evals.items()))
 
     # ------------------------------------------------------------------ select
+    def select_key(self, selector, ratio: float) -> StageKey:
+        return stage_key("select", f"{selector.name}-r{ratio:g}-s{self.cfg.seed}",
+                         selector.cache_config(), ratio, self.cfg.seed, self.pool_key)
+
     def select(self, selector, ratio: float) -> tuple[StageKey, dict]:
         from ..selectors.base import SelectionContext
 
         cfg = self.cfg
-        key = stage_key("select", f"{selector.name}-r{ratio:g}-s{cfg.seed}",
-                        selector.cache_config(), ratio, cfg.seed, self.pool_key)
+        key = self.select_key(selector, ratio)
 
         def build(tmp: Path) -> None:
             ctx = SelectionContext(seed=cfg.seed, device=self.device, run_dir=self.rd,
@@ -86,18 +101,37 @@ class Pipeline:
         return key, {**subset, "info": info}
 
     # ------------------------------------------------------------------ train
+    def train_rows(self, indices: list[int] | None) -> list[dict]:
+        return self.pool.rows if indices is None else [self.pool.rows[i] for i in sorted(indices)]
+
+    def train_key(self, name: str, indices: list[int] | None) -> StageKey:
+        rows = self.train_rows(indices)
+        if indices is not None and len(rows) == len(self.pool):
+            name = "full"  # the subset is the whole pool: reuse the full-data model
+        return stage_key("train", name, train_identity(self.cfg.train), self.cfg.model,
+                         _subset_fingerprint([r["id"] for r in rows]))
+
     def train(self, name: str, indices: list[int] | None) -> StageKey:
         from .train import train_model
 
         cfg = self.cfg
-        rows = self.pool.rows if indices is None else [self.pool.rows[i] for i in sorted(indices)]
-        ids_fp = _subset_fingerprint([r["id"] for r in rows])
-        if indices is not None and len(rows) == len(self.pool):
-            name = "full"  # the subset is the whole pool: reuse the full-data model
-        key = stage_key("train", name, cfg.train, cfg.model, ids_fp)
+        rows = self.train_rows(indices)
+        key = self.train_key(name, indices)
+        name = key.name
 
         def build(tmp: Path) -> None:
-            info = train_model(cfg.model, rows, cfg.train, tmp, self.device, self.progress)
+            if uses_launcher(cfg.launch, "train"):
+                job = tmp.parent / f".job-{key.key}"
+                write_rows_file(job / "rows.jsonl", rows)
+                run_workers("train", {"model": cfg.model, "rows_file": str(job / "rows.jsonl"),
+                                      "train": to_dict(cfg.train), "out": str(tmp),
+                                      "device": self.device,
+                                      "processes": cfg.launch.num_processes},
+                            cfg.launch, job, self.log)
+                shutil.rmtree(job, ignore_errors=True)
+                info = json.loads((tmp / "train.json").read_text())
+            else:
+                info = train_model(cfg.model, rows, cfg.train, tmp, self.device, self.progress)
             self.log(f"[train]  {name}: {info['examples']} examples, {info['steps']} steps, "
                      f"{info['seconds']:.0f}s, final loss {info['final_loss']}")
 
@@ -107,15 +141,23 @@ class Pipeline:
         return key
 
     # ------------------------------------------------------------------ generate
+    def generate_key(self, train_key: StageKey) -> StageKey:
+        gcfg = self.cfg.generate
+        template = gcfg.template or self.cfg.train.template
+        sets = {k: [it["id"] for it in v] for k, v in self.evals.items()}
+        return stage_key("generate", train_key.key, gcfg, template, sets, train_key.digest)
+
     def generate(self, train_key: StageKey) -> StageKey:
-        from .generate import eval_prompts, generate_hf, generate_vllm, write_answers
+        from .generate import (eval_prompts, generate_cache_config, generate_hf, generate_vllm,
+                               require_vllm, write_answers)
         from .train import load_trained
 
         cfg = self.cfg
         gcfg = cfg.generate
         template = gcfg.template or cfg.train.template
-        sets = {k: [it["id"] for it in v] for k, v in self.evals.items()}
-        key = stage_key("generate", train_key.key, gcfg, template, sets, train_key.digest)
+        key = self.generate_key(train_key)
+        if gcfg.backend == "vllm" and not self.rd.done(key):
+            require_vllm()  # one-line error before any work; hf needs nothing extra
 
         def build(tmp: Path) -> None:
             from ..models import load_tokenizer, resolve_model
@@ -123,11 +165,17 @@ class Pipeline:
             tfolder = self.rd.path(train_key)
             tok = load_tokenizer(cfg.model, padding_side="left")
             if gcfg.backend == "vllm":
-                adapter = tfolder / "model" if cfg.train.method == "lora" else None
-                base = resolve_model(cfg.model) if adapter else str(tfolder / "model")
+                # LoRA: one engine on the base model serves every adapter of the run (the
+                # full-data and each subset model); full fine-tuning: one engine per model
+                lora = cfg.train.method == "lora"
+                adapter = tfolder / "model" if lora else None
+                base = resolve_model(cfg.model) if lora else str(tfolder / "model")
                 allp = [(es, eval_prompts(items, template, tok)) for es, items in self.evals.items()]
                 flat = [p for _, ps in allp for p in ps]
-                outs = generate_vllm(base, adapter, flat, gcfg, max(cfg.train.lora_r, 8))
+                outs = generate_vllm(base, adapter, flat, gcfg,
+                                     max(cfg.train.lora_r, 8) if lora else None, tokenizer=tok,
+                                     tokenizer_path=resolve_model(cfg.model), device=self.device,
+                                     progress=self.progress)
                 pos = 0
                 for es, ps in allp:
                     write_answers(tmp, es, self.evals[es], outs[pos:pos + len(ps)])
@@ -140,11 +188,24 @@ class Pipeline:
                 write_answers(tmp, es, items, answers)
 
         folder = self.rd.cached(key, build, {"generate": to_dict(gcfg), "template": template,
+                                             "resolved": generate_cache_config(gcfg, self.device),
                                              "train": train_key.key}, log=self.log)
         self.stages[f"generate/{key.key}"] = str(folder)
         return key
 
+    # ------------------------------------------------------------------ reference NLL
+    def refnll(self, train_key: StageKey) -> dict:
+        """Judge-free metric: mean token NLL of the model on reference answers (cached)."""
+        from .refnll import refnll_stage
+
+        return refnll_stage(self, train_key)
+
     # ------------------------------------------------------------------ judge
+    @staticmethod
+    def judge_key(judge, gen_a: StageKey, gen_b: StageKey) -> StageKey:
+        return stage_key(f"judge/{judge.name}", f"{gen_a.name}__vs__{gen_b.name}",
+                         judge.cache_identity(), gen_a.digest, gen_b.digest)
+
     def judge(self, judge_name: str, gen_a: StageKey, gen_b: StageKey, row_meta: dict) -> dict:
         from ..judges import load_judge
         from ..judges.base import CompletionCache
@@ -153,14 +214,15 @@ class Pipeline:
 
         judge = load_judge(judge_name)
         cache = CompletionCache(self.root / "judge" / judge.name / "cache.jsonl")
-        key = stage_key(f"judge/{judge.name}", f"{gen_a.name}__vs__{gen_b.name}",
-                        judge.cache_identity(), gen_a.digest, gen_b.digest)
+        key = self.judge_key(judge, gen_a, gen_b)
 
         def build(tmp: Path) -> None:
             fa, fb = self.rd.path(gen_a), self.rd.path(gen_b)
             answers_a = {es: read_answers(fa, es) for es in self.evals}
             answers_b = {es: read_answers(fb, es) for es in self.evals}
-            recs = build_items(answers_a, answers_b)
+            recs = build_items(answers_a, answers_b,
+                               expected={es: [it["id"] for it in v] for es, v in self.evals.items()},
+                               sources=(str(fa), str(fb)))
             counts = judge_items(judge, recs, cache, self.progress)
             rows, summary = reduce(recs, cache, seed=self.cfg.seed)
             write_rows(tmp / "judgments.jsonl", rows)
@@ -182,28 +244,67 @@ class Pipeline:
         return json.loads((folder / "result.json").read_text())
 
     # ------------------------------------------------------------------ all
-    def run(self, command: list[str] | None = None) -> list[dict]:
-        from ..leaderboard import write_leaderboard
+    def build_selector(self):
         from ..selectors import build_selector
 
+        return build_selector(self.cfg.selector, self.cfg.selector_params, self.cfg.proxy)
+
+    def setting(self, full_gen: StageKey) -> dict:
+        """What a Table 1 cell holds fixed besides selector and ratio: pool content, target
+        model, train and generate config, eval prompts and the full-data baseline."""
         cfg = self.cfg
-        selector = build_selector(cfg.selector, cfg.selector_params)
+        return {"pool": self.pool_key, "model": cfg.model, "train": to_dict(cfg.train),
+                "generate": to_dict(cfg.generate),
+                "eval": {k: len(v) for k, v in self.evals.items()}, "baseline": full_gen.key}
+
+    def setting_desc(self) -> str:
+        cfg, t = self.cfg, self.cfg.train
+        evals = ", ".join(f"{k} {len(v)}" for k, v in self.evals.items())
+        return (f"experiment {cfg.experiment}; pool {cfg.data.pool} n={len(self.pool)}; "
+                f"{cfg.model} {t.method} lr={t.learning_rate:g} epochs={t.epochs:g} "
+                f"batch={t.batch_size}x{t.grad_accum} len={t.max_length}; "
+                f"{cfg.generate.backend} {cfg.generate.max_new_tokens} new tokens; {evals}")
+
+    def run(self, command: list[str] | None = None) -> list[dict]:
+        from ..leaderboard import write_leaderboard
+        from ..plan import PlanError, make_plan
+
+        cfg = self.cfg
+        selector = self.build_selector()
+        plan = make_plan(cfg, pipeline=self)  # loads the data; fails before any compute
+        if plan.problems:
+            raise PlanError(plan.problems)
         seeds = {"seed": cfg.seed, "sample_seed": cfg.data.sample_seed,
                  "train_seed": cfg.train.seed, "generate_seed": cfg.generate.seed}
         write_manifest(self.root, command or sys.argv, cfg, seeds)
-        self.load_data()
         results = []
+        # selection first: a selector's error shows before hours of full-data training
+        subsets = {ratio: self.select(selector, ratio) for ratio in cfg.ratios}
         full_train = self.train("full", None)
         full_gen = self.generate(full_train)
+        self.refnll(full_train)
+        setting = self.setting(full_gen)
         for ratio in cfg.ratios:
-            skey, subset = self.select(selector, ratio)
+            skey, subset = subsets[ratio]
             tkey = self.train(skey.key, subset["indices"])
             gkey = self.generate(tkey)
+            self.refnll(tkey)
+            warnings = []
+            if len(subset["indices"]) >= len(self.pool):
+                warnings.append(f"subset = whole pool ({len(subset['indices'])} of "
+                                f"{len(self.pool)} rows at ratio {ratio:g}): the full-data model "
+                                f"is judged against itself")
+            for w in warnings:
+                self.log(f"[warn]   {selector.name} r={ratio:g}: {w}")
             meta = {"experiment": cfg.experiment, "selector": selector.name, "ratio": ratio,
                     "seed": cfg.seed, "pool": cfg.data.pool, "pool_size": len(self.pool),
+                    "pool_note": self.pool.note or None,
                     "model": cfg.model, "regime": cfg.train.method,
                     "selection_seconds": subset["info"].get("selection_seconds"),
-                    "n_selected": len(subset["indices"]), "select_key": skey.key}
+                    "n_selected": len(subset["indices"]), "select_key": skey.key,
+                    "selector_fp": stable_hash(selector.cache_config()),
+                    "setting": setting, "setting_fp": stable_hash(setting),
+                    "setting_desc": self.setting_desc(), "warnings": warnings}
             for jn in cfg.judges:
                 results.append(self.judge(jn, gkey, full_gen, meta))
         write_manifest(self.root, command or sys.argv, cfg, seeds, self.stages, update_last=True)

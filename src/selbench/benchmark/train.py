@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from ..config import TrainConfig
+from ..config import TrainConfig, grad_accum_for
 from ..templates import tokenize_example
 
 
@@ -26,7 +26,11 @@ def to_sft_rows(rows: list[dict], template: str, tokenizer, max_length: int) -> 
 
 
 def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
-                device: str = "cpu", progress: bool = True) -> dict:
+                device: str = "cpu", progress: bool = True, processes: int = 1) -> dict:
+    """Fine-tune on exactly `rows`. Under a launcher (torchrun/accelerate, `processes` > 1)
+    TRL/accelerate run data-parallel (DDP, or FSDP/DeepSpeed from the accelerate config);
+    gradient accumulation is chosen so the effective batch stays ``train.effective_batch``;
+    only the main process writes `out`."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -49,7 +53,8 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
                                  bias="none", task_type="CAUSAL_LM")
     args = dict(
         output_dir=str(out / "trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=grad_accum_for(cfg, processes),
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, optim="adamw_torch",
         max_length=cfg.max_length, packing=False, completion_only_loss=True,
@@ -63,7 +68,9 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
                          processing_class=tok, peft_config=peft_config)
     trainer.train()
     seconds = time.perf_counter() - t0
-    trainer.model.save_pretrained(out / "model")
+    trainer.save_model(str(out / "model"))  # gathers FSDP/ZeRO-3 shards; main process writes
+    if not trainer.is_world_process_zero():
+        return {}
     tok.save_pretrained(out / "model")
     logs = [h for h in trainer.state.log_history if "loss" in h]
     with (out / "loss.csv").open("w", newline="") as f:
@@ -77,6 +84,9 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
                            f"would not be what was trained")
     info = {"examples": len(rows), "examples_trained": n_trained, "truncated": n_truncated,
             "max_length": cfg.max_length, "steps": trainer.state.global_step, "seconds": seconds,
+            "processes": processes, "per_device_batch": cfg.batch_size,
+            "grad_accum": grad_accum_for(cfg, processes),
+            "effective_batch": cfg.batch_size * grad_accum_for(cfg, processes) * processes,
             "method": cfg.method, "base_model": model_name,
             "final_loss": logs[-1]["loss"] if logs else None}
     (out / "train.json").write_text(json.dumps(info, indent=2))
