@@ -67,3 +67,57 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_model_dir, tiny_
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6)
     moved = [k for k in w1 if "lora_B" in k]
     assert moved and all(torch.count_nonzero(w1[k]) > 0 for k in moved)  # B left zero: trained
+
+
+def _ctx(tmp_path, launch=None):
+    from selbench.selectors.base import SelectionContext
+
+    return SelectionContext(seed=0, log=lambda m: None, progress=False, launch=launch,
+                            shard_root=tmp_path / "shards", pool_key="p")
+
+
+@pytest.mark.slow
+def test_sharded_ifd_two_processes_equal_one_and_resume_per_shard(tmp_path, tiny_model_dir,
+                                                                   tiny_pool_rows, monkeypatch):
+    from selbench.models import load_model, load_tokenizer
+    from selbench.selectors import ifd
+
+    monkeypatch.setattr(ifd, "IFD_SHARD_SIZE", 5)  # 24 rows -> 5 shards
+    cfg = ifd.IFDConfig(proxy=tiny_model_dir, max_length=64, batch_size=4)
+    ref = ifd.ifd_scores(load_model(tiny_model_dir).eval(), load_tokenizer(tiny_model_dir),
+                         tiny_pool_rows, 64, 1)
+    two = ifd.sharded_ifd_scores(tiny_pool_rows, cfg,
+                                 _ctx(tmp_path, LaunchConfig("torchrun", 2, stages=["score"])))
+    np.testing.assert_allclose([r["ifd"] for r in two], [r["ifd"] for r in ref], rtol=1e-6)
+    assert [r["status"] for r in two] == [r["status"] for r in ref]
+    shards = sorted((tmp_path / "shards").glob("ifd-*/shard-*.npz"))
+    assert len(shards) == 5
+    # a crash that lost shard 3: only that shard is computed again
+    mtimes = {p.name: p.stat().st_mtime_ns for p in shards}
+    shards[3].unlink()
+    again = ifd.sharded_ifd_scores(tiny_pool_rows, cfg, _ctx(tmp_path))
+    np.testing.assert_allclose([r["ifd"] for r in again], [r["ifd"] for r in two], rtol=1e-6)
+    for p in sorted((tmp_path / "shards").glob("ifd-*/shard-*.npz")):
+        assert (p.stat().st_mtime_ns == mtimes[p.name]) == (p.name != shards[3].name)
+
+
+@pytest.mark.slow
+def test_sharded_profile_two_processes_equal_one_and_resume_per_member(tmp_path, tiny_model_dir,
+                                                                      tiny_pool_rows):
+    from selbench.gradients import ProfileConfig, build_profile
+
+    cfg = ProfileConfig(proxy=tiny_model_dir, members=3, epochs=2, batch_size=4, max_length=64,
+                        learning_rate=1e-2, projection_dim=16, seed=0)
+    one = build_profile(tiny_pool_rows, cfg, progress=False)
+    shard_dir = tmp_path / "members"
+    two = build_profile(tiny_pool_rows, cfg, progress=False, shard_dir=shard_dir,
+                        launch=LaunchConfig("torchrun", 2, stages=["score"]), log=lambda m: None)
+    np.testing.assert_allclose(two.norms, one.norms, rtol=1e-5)
+    np.testing.assert_allclose(two.losses, one.losses, rtol=1e-5)
+    np.testing.assert_allclose(two.projections, one.projections, rtol=1e-4, atol=1e-6)
+    # a crash after members 0 and 2: only member 1 is trained again
+    (shard_dir / "shard-00001.npz").unlink()
+    kept = (shard_dir / "shard-00000.npz").stat().st_mtime_ns
+    again = build_profile(tiny_pool_rows, cfg, progress=False, shard_dir=shard_dir)
+    np.testing.assert_allclose(again.norms, one.norms, rtol=1e-5)
+    assert (shard_dir / "shard-00000.npz").stat().st_mtime_ns == kept

@@ -16,8 +16,9 @@ from selbench.selectors.base import models_used
 from conftest import REPO
 
 PAPER = REPO / "configs" / "paper"
-EXPERIMENTS = sorted(p for p in PAPER.glob("*.yaml") if p.name not in ("base.yaml", "proxy-gpt2.yaml"))
-LAYERS = sorted(p.name for p in PAPER.glob("*.yaml"))
+LAYERS = {"base.yaml", "proxy-gpt2.yaml", "launch-8gpu.yaml", "launch-8gpu-fsdp.yaml"}
+GRIDS = {p.name for p in PAPER.glob("grid-*.yaml")}  # expanded by tests/test_grid.py
+EXPERIMENTS = sorted(p for p in PAPER.glob("*.yaml") if p.name not in LAYERS | GRIDS)
 ALLOWED = {"needs-hub", "needs-gpu", "needs-key", "needs-server", "needs-vllm"}
 
 
@@ -34,8 +35,34 @@ def cached_pools():
 
 
 def test_every_layer_in_configs_paper_is_covered():
-    covered = {p.name for p in EXPERIMENTS} | {"base.yaml", "proxy-gpt2.yaml"}
-    assert covered == set(LAYERS) and len(EXPERIMENTS) == 8
+    covered = {p.name for p in EXPERIMENTS} | LAYERS | GRIDS
+    assert covered == {p.name for p in PAPER.glob("*.yaml")} and len(EXPERIMENTS) == 8
+
+
+@pytest.mark.parametrize("layer", ["launch-8gpu.yaml", "launch-8gpu-fsdp.yaml"])
+def test_launch_layers_plan_with_every_paper_config(layer, data_dir, tmp_path, monkeypatch,
+                                                    cached_pools):
+    """8-GPU launch layers: accepted with every paper config, effective batch kept at 128,
+    and offline on this CPU machine only "needs" problems (a GPU among them)."""
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    from selbench.launch import resolve_config_file
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for config in EXPERIMENTS:
+        cfg = build_config([str(config), str(PAPER / layer)],
+                           {"selector": "random", "data.data_dir": str(data_dir), "runs_dir": str(tmp_path)})
+        assert cfg.launch.num_processes == 8 and cfg.train.effective_batch == 128
+        acc = ClusterConfig.from_yaml_file(str(resolve_config_file(cfg.launch.config_file)))
+        assert acc.num_processes == 8
+        plan = make_plan(cfg)
+        assert {p.kind for p in plan.problems} <= ALLOWED
+        assert any("8 CUDA GPUs" in p.message for p in plan.problems)
+        if "alpaca-gpt4" not in config.name:
+            steps = {t["model"]: t["steps"] for t in plan.estimates["train"]}
+            assert steps["full"] == -(-51974 // 128) * 3
+    fsdp = ClusterConfig.from_yaml_file(str(resolve_config_file("launch/accelerate-fsdp-8gpu.yaml")))
+    assert str(fsdp.distributed_type).endswith("FSDP")
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])

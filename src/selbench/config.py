@@ -431,3 +431,8 @@ def train_identity(train: TrainConfig) -> dict:
     if train.effective_batch is not None:
         d["grad_accum"] = d["batch_size"] = None
     return d
+
+
+def configs_root() -> Path:
+    """The shipped configs folder (configs/ of the source tree)."""
+    return Path(__file__).resolve().parents[2] / "configs"

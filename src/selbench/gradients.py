@@ -347,16 +347,58 @@ def member_params(model, adapter: str) -> list[torch.nn.Parameter]:
 
 def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
                   progress: bool = True, model=None, tokenizer=None,
-                  keep_train_norms: bool = False) -> Profile:
+                  keep_train_norms: bool = False, shard_dir: Path | None = None,
+                  launch=None, log=print) -> Profile:
     """Train the LoRA ensemble on `rows` and record per-example gradient norms.
 
-    ``keep_train_norms`` (with ``record="pass"``) also records the free during-training norms
-    of the same members into ``meta['train_norms']`` (used to compare the two recordings)."""
+    Members are independent (own init seed, own data order), so the ensemble is built member
+    by member, each written as a shard as soon as it finishes (``shard_dir``): a crash loses
+    at most the member in progress, and under a launcher (``launch``, stage ``score``) each
+    rank trains the members it owns (member m on rank m % W). The assembled profile equals
+    a single-process build. ``keep_train_norms`` (with ``record="pass"``) also records the
+    free during-training norms of the same members into ``train_norms``."""
+    import tempfile
+
+    from .launch import run_workers, uses_launcher
+    from .shards import ShardStore
+
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmpd:
+        store = ShardStore(shard_dir or Path(tmpd) / "members")
+        if uses_launcher(launch, "score") and store.missing(cfg.members):
+            from .benchmark.pipeline import write_rows_file
+
+            job = store.folder / "job"
+            write_rows_file(job / "rows.jsonl", rows)
+            run_workers("profile", {"rows_file": str(job / "rows.jsonl"), "profile": to_dict(cfg),
+                                    "shard_dir": str(store.folder), "device": device,
+                                    "keep_train_norms": keep_train_norms}, launch, job, log)
+        else:
+            build_members(rows, cfg, store.folder, device, 0, 1, progress, model, tokenizer,
+                          keep_train_norms)
+        missing = store.missing(cfg.members)
+        if missing:
+            raise RuntimeError(f"gradient profile: members {missing} were not built (see the "
+                               f"worker log in {store.folder / 'job'})")
+        prof = assemble_profile(store, cfg, keep_train_norms)
+    prof.meta["wall_seconds"] = time.perf_counter() - t_start
+    return prof
+
+
+def build_members(rows: list[dict], cfg: ProfileConfig, shard_dir: Path, device: str = "cpu",
+                  rank: int = 0, world: int = 1, progress: bool = True, model=None,
+                  tokenizer=None, keep_train_norms: bool = False) -> None:
+    """Train the ensemble members this rank owns (m % world == rank) that have no shard yet;
+    write each member's norms/losses (and member 0's projections and epoch-1 snapshot)."""
     from tqdm.auto import tqdm
 
     from .models import default_lora_targets, load_model, load_tokenizer
+    from .shards import ShardStore
 
-    t_start = time.perf_counter()
+    store = ShardStore(shard_dir)
+    todo = store.todo(cfg.members, rank, world)
+    if not todo:
+        return
     seed = 0 if cfg.seed is None else cfg.seed
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.proxy)
@@ -366,53 +408,52 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
         p.requires_grad_(False)
     targets = cfg.target_modules or default_lora_targets(model)
     peft_model = attach_members(model, cfg, targets, seed)
-    peft_model.train()
     data = tokenize_pool(rows, tokenizer, cfg.template, cfg.max_length)
     lengths = [len(d["input_ids"]) for d in data]
-    N, M, E = len(data), cfg.members, cfg.epochs
-    norms = np.zeros((M, E, N))
-    losses = np.zeros((M, E, N))
-    train_norms = np.zeros((M, E, N)) if (cfg.record == "train" or keep_train_norms) else None
-    proj = np.zeros((N, cfg.projection_dim), np.float32) if cfg.projection_dim > 0 else None
-    projector = None
-
+    N, E = len(data), cfg.epochs
     bf16 = cfg.precision == "bf16"
     pad = tokenizer.pad_token_id
     by_length = sorted(range(N), key=lambda i: lengths[i])  # the pass: less padding
-
-    def record(m, e, idx, batch, want_proj, projector, into):
-        n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj, projector,
-                                                cfg, device, seed)
-        into[m, e, idx] = n_b
-        if into is norms:
-            losses[m, e, idx] = l_b
-            if p_b is not None:
-                proj[idx] = p_b
-        return projector
-
-    bar = tqdm(total=M * E * N * (2 if cfg.record == "pass" else 1), desc="gradient profile",
-               unit="ex", disable=not progress)
-    train_seconds = 0.0
-    snapshot = None
-    for m in range(M):
+    n_params = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n and ".m0." in n)
+    bar = tqdm(total=len(todo) * E * N * (2 if cfg.record == "pass" else 1),
+               desc="gradient profile", unit="ex", disable=not progress)
+    for m in todo:
         name = f"m{m}"
+        norms, losses = np.zeros((E, N)), np.zeros((E, N))
+        train_norms = np.zeros((E, N)) if (cfg.record == "train" or keep_train_norms) else None
+        proj = np.zeros((N, cfg.projection_dim), np.float32) if (cfg.projection_dim > 0 and m == 0) else None
+        projector = None
         peft_model.base_model.set_adapter(name)
         params = member_params(peft_model, name)
         for p in params:
             p.requires_grad_(True)
         opt = torch.optim.Adam(params, lr=cfg.learning_rate)
         rng = random.Random(seed * 7919 + m)
+        snapshot = None
+        t_member = time.perf_counter()
+        train_seconds = 0.0
+
+        def record(e, idx, batch, want_proj, projector, into):
+            n_b, l_b, p_b, projector = _step_record(peft_model, batch, bf16, want_proj, projector,
+                                                    cfg, device, seed)
+            into[e, idx] = n_b
+            if into is norms:
+                losses[e, idx] = l_b
+                if p_b is not None:
+                    proj[idx] = p_b
+            return projector
+
         for e in range(E):
-            want_proj = cfg.projection_dim > 0 and m == 0 and e == E - 1
+            want_proj = proj is not None and e == E - 1
             t0 = time.perf_counter()
             peft_model.train()
             for idx in bucketed_batches(lengths, cfg.batch_size, rng):
                 batch = collate([data[i] for i in idx], pad, device)
                 if train_norms is not None:  # norms for free from this update's backward
-                    projector = record(m, e, idx, batch, want_proj and cfg.record == "train",
+                    projector = record(e, idx, batch, want_proj and cfg.record == "train",
                                        projector, norms if cfg.record == "train" else train_norms)
                     if cfg.record == "train" and keep_train_norms:
-                        train_norms[m, e, idx] = norms[m, e, idx]
+                        train_norms[e, idx] = norms[e, idx]
                 else:
                     opt.zero_grad(set_to_none=True)
                     loss = scored_losses(peft_model, batch, bf16)
@@ -432,24 +473,55 @@ def build_profile(rows: list[dict], cfg: ProfileConfig, device: str = "cpu",
                 for s in range(0, N, cfg.batch_size):
                     idx = by_length[s:s + cfg.batch_size]
                     batch = collate([data[i] for i in idx], pad, device)
-                    projector = record(m, e, idx, batch, want_proj, projector, norms)
+                    projector = record(e, idx, batch, want_proj, projector, norms)
                     for p in params:
                         p.grad = None
                     bar.update(len(idx))
                 peft_model.train()
         for p in params:
             p.requires_grad_(False)
+        arrays = {"norms": norms, "losses": losses,
+                  "seconds": np.array([time.perf_counter() - t_member, train_seconds]),
+                  "info": np.array([N, n_params, float(np.mean(lengths))]),
+                  "targets": np.array(targets)}
+        if train_norms is not None and keep_train_norms:
+            arrays["train_norms"] = train_norms
+        if proj is not None:
+            arrays["projections"] = proj
+        if snapshot:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in snapshot.items()},
+                      str(store.folder / "member0_epoch1.safetensors"))
+        store.write(m, **arrays)
     bar.close()
-    wall = time.perf_counter() - t_start
-    n_params = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n and ".m0." in n)
-    meta = {"config": {**to_dict(cfg), "seed": seed}, "n": N, "members": M, "epochs": E,
-            "targets": targets, "lora_params_per_member": n_params, "wall_seconds": wall,
+
+
+def assemble_profile(store, cfg: ProfileConfig, keep_train_norms: bool = False) -> Profile:
+    """The profile from its member shards (identical to a single-process build)."""
+    shards = [store.read(m) for m in range(cfg.members)]
+    norms = np.stack([s["norms"] for s in shards])
+    losses = np.stack([s["losses"] for s in shards])
+    N, n_params, mean_len = shards[0]["info"]
+    train_seconds = float(sum(s["seconds"][1] for s in shards))
+    M, E = cfg.members, cfg.epochs
+    snap_file = store.folder / "member0_epoch1.safetensors"
+    snapshot = None
+    if snap_file.exists():
+        from safetensors.torch import load_file
+
+        snapshot = load_file(str(snap_file))
+    seed = 0 if cfg.seed is None else cfg.seed
+    meta = {"config": {**to_dict(cfg), "seed": seed}, "n": int(N), "members": M, "epochs": E,
+            "targets": [str(t) for t in shards[0]["targets"]],
+            "lora_params_per_member": int(n_params),
+            "member_seconds": [float(s["seconds"][0]) for s in shards],
             "train_seconds": train_seconds,
             "examples_per_second_per_member": (M * E * N) / max(train_seconds, 1e-9),
-            "mean_tokens_per_example": float(np.mean(lengths))}
-    prof = Profile(norms, losses, proj, meta, snapshot)
+            "mean_tokens_per_example": float(mean_len)}
+    prof = Profile(norms, losses, shards[0].get("projections"), meta, snapshot)
     if keep_train_norms:
-        prof.train_norms = train_norms
+        prof.train_norms = np.stack([s["train_norms"] for s in shards])
     return prof
 
 
@@ -476,14 +548,21 @@ def cached_profile(rows: list[dict], cfg: ProfileConfig, ctx) -> Profile:
     if cfg.seed is None:  # the run seed varies member inits and data orders
         cfg = dataclasses.replace(cfg, seed=ctx.seed)
     if ctx.run_dir is None:
-        return build_profile(rows, cfg, ctx.device, progress=ctx.progress)
+        return build_profile(rows, cfg, ctx.device, progress=ctx.progress, launch=ctx.launch,
+                             log=ctx.log)
     key = stage_key("profiles", cfg.proxy.replace("/", "_"), cfg, ctx.pool_key)
+    shard_dir = Path(ctx.run_dir.root) / "shards" / f"profile-{key.key}"
 
     def build(tmp: Path) -> None:
-        build_profile(rows, cfg, ctx.device, progress=ctx.progress).save(tmp)
+        build_profile(rows, cfg, ctx.device, progress=ctx.progress, shard_dir=shard_dir,
+                      launch=ctx.launch, log=ctx.log).save(tmp)
 
     reused = ctx.run_dir.done(key)
     folder = ctx.run_dir.cached(key, build, cfg, log=ctx.log)
+    if shard_dir.exists():  # the finished profile holds everything the shards did
+        import shutil
+
+        shutil.rmtree(shard_dir, ignore_errors=True)
     prof = Profile.load(folder)
     if reused:  # charge the proxy training to this selection too (a fresh build is already timed)
         ctx.extra_seconds += float(prof.meta.get("wall_seconds", 0.0))

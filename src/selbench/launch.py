@@ -47,13 +47,26 @@ def launcher_command(launch: LaunchConfig) -> list[str]:
     if launch.launcher == "accelerate":
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", n]
         if launch.config_file:
-            cmd += ["--config_file", str(launch.config_file)]
+            cmd += ["--config_file", str(resolve_config_file(launch.config_file))]
         if not any("main_process_port" in a for a in launch.extra_args):
             cmd += ["--main_process_port", str(_free_port())]
         if launch.num_processes > 1 and not launch.config_file:
             cmd += ["--multi_gpu"] if _has_cuda() else []
         return cmd + list(launch.extra_args)
     raise LaunchError(f"unknown launcher {launch.launcher!r}")
+
+
+def resolve_config_file(path: str) -> Path:
+    """An accelerate config path: as given, else relative to selbench's configs folder."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    from .config import configs_root
+
+    q = configs_root() / path
+    if q.exists():
+        return q
+    raise LaunchError(f"launch.config_file {path!r} not found (as given, or under {configs_root()})")
 
 
 def _has_cuda() -> bool:

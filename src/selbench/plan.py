@@ -239,11 +239,42 @@ def mean_tokens(rows: list[dict], max_length: int, sample: int = 2000) -> float:
     return sum(lens) / max(1, len(lens))
 
 
-def train_steps(n_examples: int, t) -> int:
+def train_steps(n_examples: int, t, processes: int = 1) -> int:
     if t.max_steps and t.max_steps > 0:
         return t.max_steps
-    eff = t.batch_size * t.grad_accum * max(1, getattr(t, "num_processes", 1) or 1)
+    eff = t.effective_batch or t.batch_size * t.grad_accum * processes
     return math.ceil(n_examples / eff) * math.ceil(t.epochs)
+
+
+def check_launch(plan: Plan, cfg) -> None:
+    la = cfg.launch
+    if la.launcher == "none":
+        return
+    if la.config_file:
+        from .launch import LaunchError, resolve_config_file
+
+        try:
+            path = resolve_config_file(la.config_file)
+        except LaunchError as e:
+            plan.add("error", str(e))
+            return
+        import yaml
+
+        acc = yaml.safe_load(path.read_text()) or {}
+        if acc.get("distributed_type") in ("MULTI_GPU", "FSDP", "DEEPSPEED") and not acc.get("use_cpu"):
+            try:
+                import torch
+
+                n_gpu = torch.cuda.device_count()
+            except Exception:  # noqa: BLE001
+                n_gpu = 0
+            if n_gpu < la.num_processes and acc.get("num_machines", 1) == 1:
+                plan.add("needs-gpu", f"launch config {path.name} ({acc['distributed_type']}) needs "
+                                      f"{la.num_processes} CUDA GPUs ({n_gpu} visible)")
+    import importlib.util
+
+    if la.launcher == "accelerate" and importlib.util.find_spec("accelerate") is None:
+        plan.add("error", "launch.launcher 'accelerate' needs `pip install accelerate`")
 
 
 # --------------------------------------------------------------------------- the plan
@@ -258,6 +289,7 @@ def make_plan(cfg, pipeline=None) -> Plan:
     plan = Plan()
     pipe = pipeline or Pipeline(cfg, progress=False, log=lambda *_: None)
     check_device(plan, cfg)
+    check_launch(plan, cfg)
     check_train_extra(plan, cfg)
     # selector (built before data: a mistyped name or param is the cheapest error)
     selector = None
@@ -307,7 +339,8 @@ def make_plan(cfg, pipeline=None) -> Plan:
             models.append((f"{cfg.selector} r={r:g}", budget(r, n)))
     est["train"] = []
     for name, k in models:
-        steps = train_steps(k, cfg.train)
+        procs = cfg.launch.num_processes if "train" in cfg.launch.stages else 1
+        steps = train_steps(k, cfg.train, procs)
         flops = factor * P * k * tokens * cfg.train.epochs if P else None
         est["train"].append({"model": name, "examples": k, "steps": steps, "flops": flops})
     if n_prompts is not None:

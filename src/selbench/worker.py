@@ -55,7 +55,8 @@ def task_profile(spec: dict) -> None:
 
     rank, world, _ = rank_and_world()
     cfg = from_dict(ProfileConfig, spec["profile"], "job spec profile")
-    build_members(_rows(spec), cfg, Path(spec["shard_dir"]), _device(spec), rank, world)
+    build_members(_rows(spec), cfg, Path(spec["shard_dir"]), _device(spec), rank, world,
+                  progress=False, keep_train_norms=bool(spec.get("keep_train_norms")))
 
 
 TASKS = {"train": task_train, "ifd": task_ifd, "profile": task_profile}

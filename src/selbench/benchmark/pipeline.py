@@ -80,7 +80,8 @@ class Pipeline:
             ctx = SelectionContext(seed=cfg.seed, device=self.device, run_dir=self.rd,
                                    pool_key=stable_hash(self.pool_key, n=16),
                                    data_dir=cfg.data.data_dir, log=self.log,
-                                   progress=self.progress)
+                                   progress=self.progress, launch=cfg.launch,
+                                   shard_root=self.root / "shards")
             sel = selector.run(self.pool, ratio, ctx)
             np.save(tmp / "scores.npy", sel.scores)
             info = {"selector": selector.name, "description": selector.description,

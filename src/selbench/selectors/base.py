@@ -50,6 +50,8 @@ class SelectionContext:
     log: Callable[[str], None] = print
     extra_seconds: float = 0.0  # upstream compute charged to this selection (e.g. proxy training)
     progress: bool = True  # progress bars for long scoring work
+    launch: Any = None  # config.LaunchConfig: run scoring as N processes (stage "score")
+    shard_root: Any = None  # folder for resumable score shards (runs/<exp>/shards)
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -198,18 +198,82 @@ class _IFDBase(Selector):
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         import time
 
-        from ..models import load_model, load_tokenizer
-
         t0 = time.perf_counter()
-        tok = load_tokenizer(self.config.proxy)
-        model = load_model(self.config.proxy, ctx.device).eval()
-        res = ifd_scores(model, tok, pool.rows, self.config.max_length, self.config.batch_size,
-                         progress=ctx.progress)
+        res = sharded_ifd_scores(pool.rows, self.config, ctx)
         self._details = res
         ctx.notes["ifd_status"] = {s: sum(r["status"] == s for r in res)
                                    for s in sorted({r["status"] for r in res})}
         ctx.notes["score_seconds"] = time.perf_counter() - t0
         return np.array([r["ifd"] for r in res], dtype=np.float64)
+
+
+IFD_SHARD_SIZE = 1024  # examples per resumable shard (does not change any score)
+_STATUS = ("ok", "empty_output", "error", "no_scored_tokens", "zero_division")
+
+
+def score_ifd_shards(rows: list[dict], proxy: str, max_length: int, batch_size: int,
+                     shard_dir, shard_size: int = IFD_SHARD_SIZE, device: str = "cpu",
+                     rank: int = 0, world: int = 1, progress: bool = False) -> None:
+    """Score the IFD shards rank `rank` of `world` owns and that are not written yet."""
+    from ..models import load_model, load_tokenizer
+    from ..shards import ShardStore, ranges
+
+    store = ShardStore(shard_dir)
+    spans = ranges(len(rows), shard_size)
+    todo = store.todo(len(spans), rank, world)
+    if not todo:
+        return
+    tok = load_tokenizer(proxy)
+    model = load_model(proxy, device).eval()
+    for i in todo:
+        s, e = spans[i]
+        res = ifd_scores(model, tok, rows[s:e], max_length, batch_size, progress=progress)
+        store.write(i, **{k: np.array([r[k] for r in res], dtype=np.float64)
+                          for k in ("ppl_cond", "ppl_direct", "ifd")},
+                    status=np.array([_STATUS.index(r["status"]) for r in res], dtype=np.int8))
+
+
+def sharded_ifd_scores(rows: list[dict], cfg: IFDConfig, ctx: SelectionContext) -> list[dict]:
+    """IFD for every row through resumable shards, in this process or under the launcher.
+
+    Shards live in ``runs/<exp>/shards/ifd-<h8>``, keyed by what decides the scores (proxy,
+    max length, pool), so every ratio and both IFD selectors share them; a crash loses at
+    most the shard in progress."""
+    import tempfile
+    from pathlib import Path
+
+    from ..config import stable_hash
+    from ..launch import run_workers, uses_launcher
+    from ..shards import ShardStore, ranges
+
+    with tempfile.TemporaryDirectory() as tmpd:
+        key = stable_hash("ifd", cfg.proxy, cfg.max_length, ctx.pool_key or len(rows))
+        folder = Path(ctx.shard_root) / f"ifd-{key}" if ctx.shard_root else Path(tmpd) / "ifd"
+        store = ShardStore(folder)
+        n_shards = len(ranges(len(rows), IFD_SHARD_SIZE))
+        if store.missing(n_shards):
+            if uses_launcher(ctx.launch, "score"):
+                from ..benchmark.pipeline import write_rows_file
+
+                job = folder / "job"
+                write_rows_file(job / "rows.jsonl", rows)
+                run_workers("ifd", {"rows_file": str(job / "rows.jsonl"), "proxy": cfg.proxy,
+                                    "max_length": cfg.max_length, "batch_size": cfg.batch_size,
+                                    "shard_dir": str(folder), "shard_size": IFD_SHARD_SIZE,
+                                    "device": ctx.device}, ctx.launch, job, ctx.log)
+            else:
+                score_ifd_shards(rows, cfg.proxy, cfg.max_length, cfg.batch_size, folder,
+                                 IFD_SHARD_SIZE, ctx.device, progress=ctx.progress)
+        missing = store.missing(n_shards)
+        if missing:
+            raise RuntimeError(f"IFD shards {missing} missing in {folder}")
+        out: list[dict] = []
+        for i in range(n_shards):
+            sh = store.read(i)
+            out += [{"ppl_cond": float(a), "ppl_direct": float(b), "ifd": float(c),
+                     "status": _STATUS[int(d)]}
+                    for a, b, c, d in zip(sh["ppl_cond"], sh["ppl_direct"], sh["ifd"], sh["status"])]
+        return out
 
 
 @SELECTORS.register("ifd", "superfiltering")
@@ -229,52 +293,93 @@ class IFD(_IFDBase):
 
 @dataclass
 class IFDDiverseConfig(IFDConfig):
-    candidate_multiple: float = 3.0  # facility location over the top (multiple x budget) by IFD
+    """Superfiltering.D as released (tianyi-lab/Superfiltering@f0764afa536ec910b994d1d6aa2b8833
+    54505f4f, ``code_diversity_fla/do_fla.py`` with ``scripts/optional_select_data_plus_
+    diversity.sh`` and the README's 20% -> 2%)."""
+
+    candidate_multiple: float = 10.0  # facility location over the top (multiple x budget) by IFD
+    kernel: str = "submodlib-euclidean"  # submodlib-euclidean (theirs) | cosine (shifted to [0, 2])
     embed_batch_size: int = 64
+    embed_max_length: int = 512  # their tokenizer call truncates at MiniLM's model_max_length
+
+
+def submodlib_euclidean_kernel(E: np.ndarray) -> np.ndarray:
+    """submodlib's dense ``metric="euclidean"`` kernel (decile-team/submodlib@72ae33a,
+    ``cpp/utils/helper.cpp``: ``euclidean_similarity``, ``create_square_kernel_dense``):
+    s_ij = exp(-||x_i - x_j|| / D) with D the embedding dimension (the distance itself, not
+    its square), s_ii = 1, stored as float32."""
+    E = np.asarray(E, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", E, E)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (E @ E.T), 0.0)
+    K = np.exp(-np.sqrt(d2) / E.shape[1]).astype(np.float32)
+    np.fill_diagonal(K, 1.0)
+    return K
 
 
 def facility_location_greedy(sim: np.ndarray, k: int) -> list[int]:
-    """Lazy greedy maximisation of f(S) = sum_i max_{j in S} sim[i, j] (sim >= 0)."""
+    """Lazy greedy maximisation of f(S) = sum_i max(0, max_{j in S} sim[i, j]), as
+    submodlib's ``LazyGreedyOptimizer`` on ``FacilityLocationFunction`` (stopIfZeroGain and
+    stopIfNegativeGain off): a max-heap of (bound, index), so equal bounds pop the larger
+    index first; the popped element's fresh gain is accepted when >= the next bound."""
     import heapq
 
+    sim = np.asarray(sim)
     n = sim.shape[0]
     k = min(k, n)
     best = np.zeros(n)
-    heap = [(-float(sim[:, j].sum()), j) for j in range(n)]
+    heap = [(-float(np.maximum(sim[:, j], 0).sum()), -j) for j in range(n)]
     heapq.heapify(heap)
     chosen: list[int] = []
     while len(chosen) < k and heap:
-        neg, j = heapq.heappop(heap)
+        _, mj = heapq.heappop(heap)
+        j = -mj
         gain = float(np.maximum(sim[:, j] - best, 0).sum())
-        if not heap or gain >= -heap[0][0] - 1e-12:
+        if not heap or gain >= -heap[0][0]:
             chosen.append(j)
             best = np.maximum(best, sim[:, j])
         else:
-            heapq.heappush(heap, (-gain, j))
+            heapq.heappush(heap, (-gain, mj))
     return chosen
 
 
 @SELECTORS.register("ifd-diverse", "superfiltering-d")
 class IFDDiverse(_IFDBase):
-    """Superfiltering.D: facility location (MiniLM embeddings) over the top IFD examples."""
+    """Superfiltering.D: facility location (MiniLM embeddings) over the top IFD examples.
+
+    As released: the top ``candidate_multiple`` x budget by IFD among IFD < 1 (their 20% ->
+    2%: 10x), embeddings of ``instruction\ninput\noutput`` by all-MiniLM-L6-v2 (mean
+    pooling, L2-normalised, truncated at 512 tokens), facility location on submodlib's
+    euclidean kernel by lazy greedy. Differences: IFD ties among the candidates are ordered
+    by the seeded tie-break (theirs: file order); the kernel is computed in numpy (float64,
+    stored float32) rather than submodlib's float32 C++ loop, so near-equal gains may order
+    differently in the last bits; ``kernel: cosine`` keeps selbench's earlier variant."""
 
     config_cls = IFDDiverseConfig
-    description = "Superfiltering.D: IFD top candidates, then facility-location diversity"
+    description = ("Superfiltering.D: top 10x budget by IFD, facility location on MiniLM "
+                   "embeddings with submodlib's euclidean kernel")
 
     def select(self, pool, ratio, ctx, scores=None) -> Selection:
         from ..embeddings import embed
 
+        c = self.config
+        if c.kernel not in ("submodlib-euclidean", "cosine"):
+            raise ValueError(f"ifd-diverse kernel must be submodlib-euclidean or cosine, got {c.kernel!r}")
         k = budget(ratio, len(pool))
         scores = self.score(pool, ctx) if scores is None else scores
-        n_cand = min(len(pool), max(k, math.ceil(self.config.candidate_multiple * k)))
-        cand, rep = filter_and_rank(scores, n_cand, self.config.threshold, ctx.seed)
+        n_cand = min(len(pool), max(k, math.ceil(c.candidate_multiple * k)))
+        cand, rep = filter_and_rank(scores, n_cand, c.threshold, ctx.seed)
         rows = [pool.rows[i] for i in cand]
         E = embed([f"{r['instruction']}\n{r.get('input', '')}\n{r['output']}" for r in rows],
-                  self.config.embed_batch_size)
-        sim = E @ E.T + 1.0  # cosine shifted to [0, 2]
+                  c.embed_batch_size, c.embed_max_length)
+        if c.kernel == "cosine":
+            sim = E @ E.T + 1.0  # cosine shifted to [0, 2]
+        else:
+            sim = submodlib_euclidean_kernel(E)
         picked = [cand[j] for j in facility_location_greedy(sim, k)]
         short = max(0, k - len(picked))
         rep = {**rep, "candidates": len(cand), "short_by": short}
         return Selection(picked, scores, {"budget": k, "filter": rep, "short_by": short,
-                                          "filter_report": _report_text(rep, self.config.threshold)
-                                          + f"; facility location over {len(cand)} candidates"})
+                                          "kernel": c.kernel,
+                                          "filter_report": _report_text(rep, c.threshold)
+                                          + f"; facility location ({c.kernel}) over "
+                                          f"{len(cand)} candidates"})
