@@ -6,13 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _default_config_files(args) -> list[str]:
     if args.config:
         return args.config
-    default = REPO_CONFIGS / "default.yaml"
+    from .config import configs_root
+
+    default = configs_root() / "default.yaml"
     return [str(default)] if default.exists() else []
 
 
@@ -104,12 +105,35 @@ def cmd_leaderboard(args) -> int:
     from .leaderboard import write_leaderboard
 
     csv, md = write_leaderboard(Path(args.runs_dir))
+    if args.publish:
+        from .leaderboard.publish import publish
+
+        readme = publish(Path(args.runs_dir), Path(args.publish), title=args.title,
+                         data_dir=args.data_dir)
+        print(f"published {readme.parent}: README.md, leaderboard.csv, figures/")
+        return 0
     print(md.read_text())
     print(f"wrote {csv} and {md}")
     return 0
 
 
 def cmd_judge(args) -> int:
+    if args.answers_a or args.answers_b:
+        if not (args.answers_a and args.answers_b and args.judge):
+            print("error: bench judge needs --answers-a, --answers-b and --judge together",
+                  file=sys.stderr)
+            return 2
+        from .judges.external import judge_files, render_result
+
+        res = judge_files(args.answers_a, args.answers_b, args.judge, args.runs_dir,
+                          args.data_dir, args.eval_set)
+        print(render_result(res))
+        print(f"result: {res['folder']}")
+        return 0
+    if not args.reparse:
+        print("error: bench judge needs --reparse, or --answers-a A --answers-b B --judge J",
+              file=sys.stderr)
+        return 2
     from .judges.reparse import reparse_all
 
     n = reparse_all(Path(args.runs_dir))
@@ -118,6 +142,28 @@ def cmd_judge(args) -> int:
 
     write_leaderboard(Path(args.runs_dir))
     return 0
+
+
+def cmd_grid(args) -> int:
+    from .benchmark.grid import (dump_cells, load_grid, plan_grid, render_grid_plan,
+                                 render_summary, run_grid)
+
+    grid = load_grid(args.grid, args.set)
+    if args.list:
+        print(dump_cells(grid))
+        return 0
+    print(render_grid_plan(grid, plan_grid(grid)), flush=True)
+    if args.dry_run:
+        return 0
+    status = run_grid(grid, progress=not args.quiet,
+                      command=[Path(sys.argv[0]).name, *sys.argv[1:]])
+    print(render_summary(status))
+    print(f"grid status: {grid.status_path}")
+    from .leaderboard import write_leaderboard
+
+    csv, md = write_leaderboard(grid.runs_root.parent)
+    print(f"leaderboard: {md}")
+    return 0 if all(v["state"] == "ok" for v in status["cells"].values()) else 1
 
 
 def cmd_perf(args) -> int:
@@ -151,8 +197,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", help="CSV + markdown from every finished run")
     lb.add_argument("--runs-dir", default="runs")
+    lb.add_argument("--publish", metavar="DIR", help="write a self-contained study folder: "
+                    "README.md (tables, statistics, figures, method notes), the CSV, figures/")
+    lb.add_argument("--title", help="title of the published README")
+    lb.add_argument("--data-dir", help="data folder (pool rows and published subsets for the "
+                    "figures; else $SELBENCH_DATA_DIR)")
     lb.set_defaults(fn=cmd_leaderboard)
     _rest(sub)
+    g = sub.add_parser("grid", help="selectors x ratios x pools x models x regimes x seeds in "
+                       "one command, on the shared stage cache (prints the plan first)")
+    g.add_argument("grid", help="grid YAML (e.g. configs/grid-smoke.yaml)")
+    g.add_argument("--dry-run", action="store_true", help="print the plan (cells, MDE) and stop")
+    g.add_argument("--list", action="store_true", help="list the expanded cells and stop")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every cell")
+    g.set_defaults(fn=cmd_grid)
     return p
 
 
@@ -179,14 +239,20 @@ def _run_args(r) -> None:
 
 
 def _rest(sub) -> None:
-    j = sub.add_parser("judge", help="judge maintenance")
-    j.add_argument("--reparse", action="store_true", required=True,
+    j = sub.add_parser("judge", help="re-parse cached judgments, or judge two answer files")
+    j.add_argument("--reparse", action="store_true",
                    help="re-apply the parser to cached raw completions (no API calls)")
+    j.add_argument("--answers-a", metavar="A", help="answers of the model under test (selbench, "
+                   "FastChat or alpaca_eval format; a file or a folder)")
+    j.add_argument("--answers-b", metavar="B", help="answers of the baseline it is compared with")
+    j.add_argument("--judge", help="judge name from configs/judges (or a YAML path)")
+    j.add_argument("--eval-set", help="eval set of answer files without prompts (FastChat)")
+    j.add_argument("--data-dir", help="data folder with eval_prompts/ (else $SELBENCH_DATA_DIR)")
     j.add_argument("--runs-dir", default="runs")
     j.set_defaults(fn=cmd_judge)
 
     pf = sub.add_parser("perf", help="benchmarks; results written to a JSON + markdown file")
-    pf.add_argument("what", choices=["gsnr", "ifd", "spice", "grads"])
+    pf.add_argument("what", choices=["gsnr", "ifd", "spice", "spice-logdet", "grads"])
     pf.add_argument("rest", nargs=argparse.REMAINDER)
     pf.set_defaults(fn=cmd_perf)
 
@@ -197,17 +263,64 @@ def _rest(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every expected failure (bad input, the project's errors, OS errors
+    such as a full disk or a permission problem) prints one line ``error: ...`` (secrets
+    scrubbed) and returns 2; ``--debug`` (anywhere on the line) shows the traceback."""
     from .config import ConfigError
     from .data import DataNotFound, PoolError
     from .plan import PlanError
     from .registry import RegistryError
+    from .runs import DamagedStage
 
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("SELBENCH_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also SELBENCH_DEBUG=1)")
+    args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, RegistryError, PoolError, DataNotFound, PlanError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted: finished stages and judge calls are kept; rerun the same "
+              "command to resume", file=sys.stderr)
+        return 130
+    except (ConfigError, RegistryError, PoolError, DataNotFound, PlanError, DamagedStage,
+            ValueError, OSError, RecursionError, RuntimeError) as e:
+        from .judges.stage import scrub_secrets
+
+        if debug:
+            import traceback
+
+            print(scrub_secrets("".join(traceback.format_exc())), file=sys.stderr, end="")
+        print(f"error: {scrub_secrets(_one_line(e))}", file=sys.stderr)
         return 2
+
+
+def _one_line(e: BaseException) -> str:
+    from .plan import PlanError
+    from .runs import DiskFull
+
+    if isinstance(e, PlanError):  # one line per problem
+        return "\n".join(" ".join(line.split()) if i == 0 else "  " + " ".join(line.split())
+                         for i, line in enumerate(str(e).splitlines()))
+    if isinstance(e, RecursionError):
+        text = "input nested too deeply (RecursionError); run with --debug for the traceback"
+    elif isinstance(e, DiskFull):
+        text = e.strerror or str(e)
+    elif isinstance(e, OSError) and e.strerror:
+        where = " ".join(str(f) for f in (e.filename, e.filename2) if f)
+        text = f"{e.strerror}" + (f": {where}" if where else "")
+        if e.errno == 28:
+            text = f"no space left on device{': ' + where if where else ''}; free space and " \
+                   f"rerun the same command (finished stages and judge calls are kept)"
+    else:
+        text = str(e) or type(e).__name__
+        if isinstance(e, (RuntimeError, OSError)) and type(e).__name__ not in text:
+            text = f"{type(e).__name__}: {text}"
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

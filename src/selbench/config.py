@@ -65,6 +65,9 @@ class TrainConfig:
     bf16: bool = False
     seed: int = 42
     max_steps: int = -1
+    min_steps: int = 0
+    """Train at least this many optimizer steps (more epochs over a small subset): at the
+    smoke scale a 5% subset is one or two batches, too few updates to move a model."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Passed through to trl.SFTConfig as keyword arguments."""
 
@@ -434,5 +437,6 @@ def train_identity(train: TrainConfig) -> dict:
 
 
 def configs_root() -> Path:
-    """The shipped configs folder (configs/ of the source tree)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+    """The shipped configs folder: ``selbench/configs`` inside the installed package (a link
+    to the repository's ``configs/`` in a source checkout, a copy in a wheel)."""
+    return Path(__file__).resolve().parent / "configs"

@@ -135,11 +135,17 @@ class Pipeline:
                 info = train_model(cfg.model, rows, cfg.train, tmp, self.device, self.progress)
             self.log(f"[train]  {name}: {info['examples']} examples, {info['steps']} steps, "
                      f"{info['seconds']:.0f}s, final loss {info['final_loss']}")
+            for w in info.get("warnings", []):
+                self.log(f"[warn]   train {name}: {w}")
 
         folder = self.rd.cached(key, build, {"train": to_dict(cfg.train), "model": cfg.model,
                                              "n_examples": len(rows)}, log=self.log)
         self.stages[f"train/{key.key}"] = str(folder)
         return key
+
+    def train_warnings(self, key: StageKey) -> list[str]:
+        info = json.loads((self.rd.path(key) / "train.json").read_text())
+        return [f"subset model: {w}" for w in info.get("warnings", [])]
 
     # ------------------------------------------------------------------ generate
     def generate_key(self, train_key: StageKey) -> StageKey:
@@ -295,6 +301,7 @@ class Pipeline:
                 warnings.append(f"subset = whole pool ({len(subset['indices'])} of "
                                 f"{len(self.pool)} rows at ratio {ratio:g}): the full-data model "
                                 f"is judged against itself")
+            warnings += self.train_warnings(tkey)
             for w in warnings:
                 self.log(f"[warn]   {selector.name} r={ratio:g}: {w}")
             meta = {"experiment": cfg.experiment, "selector": selector.name, "ratio": ratio,

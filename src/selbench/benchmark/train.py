@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from pathlib import Path
 
@@ -51,8 +52,13 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
                                  lora_dropout=cfg.lora_dropout,
                                  target_modules=cfg.target_modules or default_lora_targets(model),
                                  bias="none", task_type="CAUSAL_LM")
+    accum = grad_accum_for(cfg, processes)
+    per_epoch = math.ceil(len(rows) / (cfg.batch_size * processes * accum))
+    max_steps = cfg.max_steps
+    if max_steps <= 0 and cfg.min_steps and per_epoch * math.ceil(cfg.epochs) < cfg.min_steps:
+        max_steps = cfg.min_steps  # loops over the subset for more epochs
     args = dict(
-        output_dir=str(out / "trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        output_dir=str(out / "trainer"), num_train_epochs=cfg.epochs, max_steps=max_steps,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=grad_accum_for(cfg, processes),
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
@@ -88,9 +94,25 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
             "grad_accum": grad_accum_for(cfg, processes),
             "effective_batch": cfg.batch_size * grad_accum_for(cfg, processes) * processes,
             "method": cfg.method, "base_model": model_name,
-            "final_loss": logs[-1]["loss"] if logs else None}
+            "final_loss": logs[-1]["loss"] if logs else None,
+            "effective_updates": sum(1 for h in logs if (h.get("learning_rate") or 0) > 0)}
+    info["warnings"] = train_warnings(info, trainer.model)
     (out / "train.json").write_text(json.dumps(info, indent=2))
     return info
+
+
+def train_warnings(info: dict, model) -> list[str]:
+    """What makes a trained model useless for a comparison, said in train.json, the run
+    output and the leaderboard: at most one update at a non-zero learning rate, or LoRA
+    weights that never left their initialisation (B = 0)."""
+    out = []
+    if info["effective_updates"] <= 1:
+        out.append(f"only {info['effective_updates']} optimizer step(s) at a non-zero learning "
+                   f"rate: the model barely trained (raise epochs/min_steps, drop warmup)")
+    b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    if b and all(float(p.detach().abs().max()) == 0.0 for p in b):
+        out.append("the LoRA weights did not change (B is still zero): the answers are the base model's")
+    return out
 
 
 def load_trained(model_name: str, folder: Path, method: str, device: str = "cpu"):

@@ -1,0 +1,50 @@
+"""A non-editable install works: the wheel carries the configs, so `bench ls` lists judges
+and eval sets and a run resolves its default config, judges and launch files."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+def test_configs_are_package_data_in_a_source_checkout():
+    from selbench.config import configs_root
+
+    root = configs_root()
+    assert (root / "default.yaml").is_file() and (root / "judges" / "gpt-5.1.yaml").is_file()
+    assert root.resolve() == (REPO / "configs").resolve()
+
+
+@pytest.mark.slow
+def test_wheel_install_has_configs_and_runs(tmp_path, data_dir):
+    wheels = tmp_path / "wheels"
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(REPO),
+                          "-w", str(wheels)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = next(wheels.glob("selbench-*.whl"))
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "selbench/configs/default.yaml" in names
+    assert "selbench/configs/judges/gpt-5.1.yaml" in names
+    assert "selbench/configs/launch/accelerate-fsdp-8gpu.yaml" in names
+    # a venv that sees the installed dependencies but gets selbench from the wheel only
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
+                   timeout=600)
+    where = subprocess.run([str(py), "-c", "import selbench, sys; print(selbench.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    assert str(venv) in where and str(REPO) not in where
+    bench = [str(py), "-m", "selbench.cli"]
+    ls = subprocess.run(bench + ["ls"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert ls.returncode == 0, ls.stderr[-2000:]
+    assert "gpt-5.1" in ls.stdout and "offline-refsim-minilm" in ls.stdout and "wizardlm" in ls.stdout
+    plan = subprocess.run(bench + ["plan", "--data-dir", str(data_dir), "--runs-dir",
+                                   str(tmp_path / "runs")], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
+    assert "pool 'alpaca'" not in plan.stderr and "train full: 200 examples" in plan.stdout
