@@ -72,11 +72,39 @@ def _run_overrides(args) -> dict:
     return o
 
 
+def _print_config(cfg) -> int:
+    import yaml
+
+    from .config import to_dict
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def _silence_libraries() -> None:
+    """--quiet: our stage lines only (no library warnings, dataset bars or step dicts)."""
+    import warnings
+
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["TQDM_DISABLE"] = "1"
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as tlog
+
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
 def cmd_plan(args) -> int:
     from .config import build_config
     from .plan import make_plan, render_plan
 
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
+    if args.print_config:
+        return _print_config(cfg)
     plan = make_plan(cfg)
     print(render_plan(plan, cfg))
     return 2 if plan.problems else 0
@@ -87,8 +115,10 @@ def cmd_run(args) -> int:
     from .config import build_config
     from .selectors import SELECTORS
 
-    if args.dry_run:
+    if args.dry_run or args.print_config:
         return cmd_plan(args)
+    if args.quiet:
+        _silence_libraries()
     SELECTORS.canonical(args.selector) if args.selector else None  # did-you-mean early
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
     results = Pipeline(cfg, progress=not args.quiet).run([Path(sys.argv[0]).name, *sys.argv[1:]])
@@ -181,8 +211,18 @@ def cmd_plot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("selbench")
+    except PackageNotFoundError:
+        ver = "unknown"
+    p = argparse.ArgumentParser(
+        prog="bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  bench run --selector gsnr --ratio 0.05\n  bench plan --config "
+               "configs/paper/alpaca-llama2-7b-lora.yaml --selector ifd\n  bench leaderboard")
+    p.add_argument("--version", action="version", version=f"selbench {ver}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.add_parser("ls", help="list selectors, judges, eval sets, models").set_defaults(fn=cmd_ls)
 
     r = sub.add_parser("run", help="select -> train -> generate -> judge -> leaderboard")
@@ -236,6 +276,8 @@ def _run_args(r) -> None:
     r.add_argument("--threads", type=int)
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set train.learning_rate=1e-4")
+    r.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (all layers applied) as YAML and stop")
 
 
 def _rest(sub) -> None:
@@ -279,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (also SELBENCH_DEBUG=1)")
     args = parser.parse_args(argv)
+    if getattr(args, "fn", None) is None:  # `bench` alone
+        parser.print_help()
+        return 0
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ class Pipeline:
         self.rd = RunDir(self.root)
         self.device = pick_device(cfg.device)
         self.stages: dict[str, str] = {}
+        self.n_stages, self.stage_no = 0, 0
         if cfg.threads:
             import torch
 
@@ -95,7 +97,7 @@ class Pipeline:
                 msg += f"; {sel.info['filter_report']}"
             self.log(msg + f" ({info['selection_seconds']:.1f}s)")
 
-        folder = self.rd.cached(key, build, selector.cache_config(), log=self.log)
+        folder = self.rd.cached(key, build, selector.cache_config(), log=self.stage_log)
         self.stages[f"select/{key.key}"] = str(folder)
         subset = json.loads((folder / "subset.json").read_text())
         info = json.loads((folder / "info.json").read_text())
@@ -139,7 +141,7 @@ class Pipeline:
                 self.log(f"[warn]   train {name}: {w}")
 
         folder = self.rd.cached(key, build, {"train": to_dict(cfg.train), "model": cfg.model,
-                                             "n_examples": len(rows)}, log=self.log)
+                                             "n_examples": len(rows)}, log=self.stage_log)
         self.stages[f"train/{key.key}"] = str(folder)
         return key
 
@@ -196,7 +198,7 @@ class Pipeline:
 
         folder = self.rd.cached(key, build, {"generate": to_dict(gcfg), "template": template,
                                              "resolved": generate_cache_config(gcfg, self.device),
-                                             "train": train_key.key}, log=self.log)
+                                             "train": train_key.key}, log=self.stage_log)
         self.stages[f"generate/{key.key}"] = str(folder)
         return key
 
@@ -246,11 +248,20 @@ class Pipeline:
                      f"unparsed {p['unparsed']} PWS {p['pws']:.3f} "
                      f"({counts['new']} new calls, {counts['cached']} cached)")
 
-        folder = self.rd.cached(key, build, judge.cache_identity(), log=self.log)
+        folder = self.rd.cached(key, build, judge.cache_identity(), log=self.stage_log)
         self.stages[f"judge/{key.key}"] = str(folder)
         return json.loads((folder / "result.json").read_text())
 
     # ------------------------------------------------------------------ all
+    def stage_log(self, msg: str) -> None:
+        """Stage lines with an overall counter ("[run]    stage 3/9 train/..."), counting the
+        select/train/generate/judge stages the plan listed."""
+        m = re.match(r"^(\[\w+\]\s+)((?:select|train|generate|judge)/.*)$", msg)
+        if m and self.n_stages:
+            self.stage_no += 1
+            msg = f"{m.group(1)}stage {self.stage_no}/{self.n_stages} {m.group(2)}"
+        self.log(msg)
+
     def build_selector(self):
         from ..selectors import build_selector
 
@@ -281,6 +292,7 @@ class Pipeline:
         plan = make_plan(cfg, pipeline=self)  # loads the data; fails before any compute
         if plan.problems:
             raise PlanError(plan.problems)
+        self.n_stages, self.stage_no = len(plan.stages), 0
         seeds = {"seed": cfg.seed, "sample_seed": cfg.data.sample_seed,
                  "train_seed": cfg.train.seed, "generate_seed": cfg.generate.seed}
         write_manifest(self.root, command or sys.argv, cfg, seeds)

@@ -72,6 +72,11 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
     t0 = time.perf_counter()
     trainer = SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=ds,
                          processing_class=tok, peft_config=peft_config)
+    if not progress:  # --quiet: no per-step log dicts either
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     trainer.train()
     seconds = time.perf_counter() - t0
     trainer.save_model(str(out / "model"))  # gathers FSDP/ZeRO-3 shards; main process writes
