@@ -21,3 +21,22 @@ def test_unknown_selector_and_bad_ratio_are_clear_errors(capsys):
 def test_leaderboard_on_empty_runs_dir(tmp_path, capsys):
     assert main(["leaderboard", "--runs-dir", str(tmp_path)]) == 0
     assert "no finished runs" in capsys.readouterr().out
+
+
+def test_bench_alone_prints_help_and_version(capsys):
+    import pytest
+
+    assert main([]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("selbench ")
+
+
+def test_print_config_shows_every_layer_resolved(capsys):
+    import yaml
+
+    assert main(["run", "--print-config", "--ratio", "0.1,0.2", "--set", "train.learning_rate=1e-4"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["ratios"] == [0.1, 0.2] and cfg["train"]["learning_rate"] == 1e-4
+    assert cfg["experiment"] == "smoke" and cfg["data"]["pool_size"] == 200  # default.yaml
