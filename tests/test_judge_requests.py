@@ -116,3 +116,24 @@ def test_verdict_changing_parameters_are_in_the_cache_identity(tmp_path):
 ])
 def test_auto_family(model, base_url, family):
     assert resolve_family(model, base_url, "auto") == family
+
+
+def test_retry_after_in_every_header_form():
+    import email.utils
+    import time
+
+    from selbench.judges.openai_api import _retry_after
+
+    class R:
+        def __init__(self, h):
+            self.headers = h
+
+    class E:
+        def __init__(self, h):
+            self.response = R(h)
+
+    assert _retry_after(E({"retry-after": "2.5"})) == 2.5
+    assert _retry_after(E({"retry-after-ms": "250"})) == 0.25
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= _retry_after(E({"retry-after": date})) <= 31
+    assert _retry_after(E({"retry-after": "soon"})) is None and _retry_after(E({})) is None

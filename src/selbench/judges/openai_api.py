@@ -45,12 +45,32 @@ class OpenAIJudgeConfig:
 
 
 def _retry_after(exc) -> float | None:
+    """Seconds to wait from a 429/503's headers: ``retry-after-ms``, or ``Retry-After`` as
+    seconds or as an HTTP date (RFC 9110), as the openai client itself reads them."""
     resp = getattr(exc, "response", None)
     headers = getattr(resp, "headers", None) or {}
-    val = headers.get("retry-after") if hasattr(headers, "get") else None
+    if not hasattr(headers, "get"):
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    val = headers.get("retry-after")
+    if val is None:
+        return None
     try:
-        return float(val) if val is not None else None
+        return max(0.0, float(val))
     except ValueError:
+        pass
+    try:
+        import email.utils
+        from datetime import datetime, timezone
+
+        when = email.utils.parsedate_to_datetime(val)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
         return None
 
 
