@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  bench run --selector gsnr --ratio 0.05\n  bench plan --config "
                "configs/paper/alpaca-llama2-7b-lora.yaml --selector ifd\n  bench leaderboard")
     p.add_argument("--version", action="version", version=f"selbench {ver}")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                   help="import a selector plugin file (registers its selectors); repeatable")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     sub.add_parser("ls", help="list selectors, judges, eval sets, models").set_defaults(fn=cmd_ls)
 
@@ -325,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.plugin:
+            from .plugins import load_plugin
+
+            for path in args.plugin:
+                load_plugin(path)
         return args.fn(args)
     except KeyboardInterrupt:
         if debug:
