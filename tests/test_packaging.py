@@ -48,3 +48,23 @@ def test_wheel_install_has_configs_and_runs(tmp_path, data_dir):
                           cwd=tmp_path, timeout=300)
     assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
     assert "pool 'alpaca'" not in plan.stderr and "train full: 200 examples" in plan.stdout
+
+
+def test_installed_versions_match_the_constraints_file():
+    """CI installs with `-c constraints/cpu.txt` (the README's setup command): what results
+    depend on is pinned, and the manifest of every run records what was installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = {}
+    for line in (REPO / "constraints" / "cpu.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, ver = line.split("==")
+            pins[name.strip()] = ver.strip()
+    for core in ("torch", "transformers", "trl", "peft", "datasets", "numpy", "openai"):
+        assert core in {k.lower() for k in pins}, core
+    for name, ver in pins.items():
+        try:
+            got = version(name)
+        except PackageNotFoundError:
+            continue  # an optional extra that this environment did not install
+        assert got.split("+")[0] == ver, (name, got, ver)
