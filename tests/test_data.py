@@ -31,6 +31,13 @@ BROKEN = [
     ("emptylist.json", "[]", ["no rows"]),
     ("latin1.json", '[{"instruction": "caf\xe9", "output": "x"}]'.encode("latin-1"), ["latin1.json", "not UTF-8", "line 1"]),
     ("empty_instruction.json", json.dumps([{"instruction": "  ", "output": "x"}]), ["row 1", "'instruction' is empty"]),
+    ("surrogate.jsonl", json.dumps(GOOD) + '\n{"instruction": "x", "output": "bad \\udcff"}\n',
+     ["surrogate.jsonl", "row 2", "field 'output'", "lone surrogate"]),
+    ("surrogate_input.json", '[{"instruction": "x", "input": "\\ud800", "output": "y"}]',
+     ["row 1", "field 'input'", "lone surrogate"]),
+    ("deep.json", "[" * 200_000 + "]" * 200_000, ["deep.json", "nested too deeply"]),
+    ("deep_row.jsonl", json.dumps(GOOD) + "\n" + "[" * 200_000 + "]" * 200_000 + "\n",
+     ["deep_row.jsonl", "row 2", "nested too deeply"]),
 ]
 
 
@@ -82,3 +89,28 @@ def test_real_alpaca_and_eval_sets(data_dir):
         items = load_eval_set(name, str(data_dir))
         assert len(items) == n and all(it["prompt"].strip() for it in items)
     assert len(load_eval_set("vicuna", str(data_dir), limit=5)) == 5
+
+
+def test_a_directory_or_fifo_as_pool_is_an_error_not_a_hang(tmp_path):
+    import os
+
+    d = tmp_path / "pool.json"
+    d.mkdir()
+    with pytest.raises(PoolError, match="pool.json: is a directory"):
+        load_pool(str(d))
+    fifo = tmp_path / "pool.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(PoolError, match="pool.jsonl: not a regular file"):
+        load_pool(str(fifo))  # reading it would block forever
+
+
+def test_skip_message_of_a_sample_speaks_of_the_file_not_the_sample(tmp_path):
+    rows = [{"instruction": f"i{i}", "output": "" if i % 10 == 0 else "o"} for i in range(100)]
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(rows))
+    pool = load_pool(str(path), size=20, seed=0)
+    text = pool.describe()
+    assert "20 examples, a seeded sample of the 90 usable rows" in text
+    assert "the file's skipped rows: {'empty_output': 10}" in text
+    assert "(skipped" not in load_pool(str(path), size=20).describe()
+    assert "(skipped {'empty_output': 10})" in load_pool(str(path)).describe()

@@ -63,6 +63,16 @@ class Pool:
     source: str
     skipped: dict[str, int] = field(default_factory=dict)
     note: str = ""  # provenance / bias of a known pool (e.g. partial), shown in results
+    sampled_from: int | None = None  # usable rows the seeded sample was drawn from
+
+    def describe(self) -> str:
+        """Where the rows come from and what was skipped, in the file, said as such."""
+        skipped = {k: v for k, v in self.skipped.items() if v}
+        skip = f"; the file's skipped rows: {skipped}" if skipped else ""
+        if self.sampled_from is not None:
+            return (f"{len(self)} examples, a seeded sample of the {self.sampled_from:,} usable "
+                    f"rows of {self.source}{skip} (none skipped in the sample)")
+        return f"{len(self)} examples from {self.source}" + (f" (skipped {skipped})" if skipped else "")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -101,7 +111,21 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
 # --------------------------------------------------------------------------- reading
 def _read_records(path: Path) -> list[tuple[int, Any]]:
     """Return (row number, parsed object) for a .json list or a .jsonl file."""
-    raw = path.read_bytes()
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise PoolError(f"{path}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PoolError(f"{path}: is a directory; give a .json or .jsonl file")
+    if not stat.S_ISREG(st.st_mode):
+        raise PoolError(f"{path}: not a regular file (a FIFO, socket or device); give a "
+                        f".json or .jsonl file")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise PoolError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -122,6 +146,8 @@ def _read_records(path: Path) -> list[tuple[int, Any]]:
                 out.append((i, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise PoolError(f"{path}: row {i}: invalid JSON ({e.msg} at column {e.colno})") from None
+            except RecursionError:
+                raise PoolError(f"{path}: row {i}: nested too deeply to be a pool row") from None
         if not out:
             raise PoolError(f"{path}: the file has no rows")
         return out
@@ -129,6 +155,8 @@ def _read_records(path: Path) -> list[tuple[int, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise PoolError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise PoolError(f"{path}: nested too deeply to be a pool (a list of flat objects)") from None
     if not isinstance(data, list):
         raise PoolError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     if not data:
@@ -154,6 +182,11 @@ def validate_rows(records: list[tuple[int, Any]], where: str,
             if not isinstance(v, str):
                 raise PoolError(f"{where}: {row_label} {n}: field '{key}' must be a string, "
                                 f"got {type(v).__name__} ({str(v)[:40]!r})")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise PoolError(f"{where}: {row_label} {n}: field '{key}' is not valid Unicode "
+                                f"text (a lone surrogate {v[e.start]!r} at character {e.start})") from None
             vals[key] = v
         if not vals["instruction"].strip():
             raise PoolError(f"{where}: {row_label} {n}: field 'instruction' is empty")
@@ -210,7 +243,9 @@ def load_pool(path_or_id: str, data_dir: str | None = None, size: int | None = N
                 rows=rows, source=source, skipped=skipped, note=known.note if known else "")
     if size is not None and size < len(pool):
         idx = sorted(random.Random(seed).sample(range(len(pool)), size))
+        usable = len(pool)
         pool = pool.subset(idx)
+        pool.sampled_from = usable
     return pool
 
 

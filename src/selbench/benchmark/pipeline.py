@@ -59,9 +59,7 @@ class Pipeline:
         self.pool = load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed)
         self.pool_key = {"pool": d.pool, "source": Path(self.pool.source).name,
                          "fingerprint": self.pool.fingerprint(), "n": len(self.pool)}
-        skipped = {k: v for k, v in self.pool.skipped.items() if v}
-        self.log(f"[data]   pool '{d.pool}': {len(self.pool)} examples from {self.pool.source}"
-                 + (f" (skipped {skipped})" if skipped else ""))
+        self.log(f"[data]   pool '{d.pool}': {self.pool.describe()}")
         if self.pool.note:
             self.log(f"[data]   NOTE: {self.pool.note}")
         self.evals = {es: load_eval_set(es, d.data_dir, d.eval_limit) for es in d.eval_sets}
