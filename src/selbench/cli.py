@@ -202,6 +202,17 @@ def cmd_perf(args) -> int:
     return perf.main(args.what, args.rest)
 
 
+def cmd_export(args) -> int:
+    from .export import export_answers, export_subset
+
+    if args.what == "subset":
+        out = export_subset(args.folder, args.out, args.format)
+    else:
+        out = export_answers(args.folder, args.out, args.generator)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .leaderboard.plots import plot_trajectories
 
@@ -299,6 +310,15 @@ def _rest(sub) -> None:
     pf.add_argument("what", choices=["gsnr", "ifd", "spice", "spice-logdet", "grads"])
     pf.add_argument("rest", nargs=argparse.REMAINDER)
     pf.set_defaults(fn=cmd_perf)
+
+    ex = sub.add_parser("export", help="a selected subset (JSONL / HF dataset, with source "
+                        "positions) or a model's answers (alpaca_eval format)")
+    ex.add_argument("what", choices=["subset", "answers"])
+    ex.add_argument("folder", help="runs/<exp>/select/<key> (subset) or runs/<exp>/generate/<key> (answers)")
+    ex.add_argument("--out", required=True, help="output file (jsonl / json) or folder (--format hf)")
+    ex.add_argument("--format", default="jsonl", choices=["jsonl", "hf"], help="subset format")
+    ex.add_argument("--generator", help="answers: the generator name (default: the folder name)")
+    ex.set_defaults(fn=cmd_export)
 
     pl = sub.add_parser("plot", help="figures")
     pl.add_argument("kind", choices=["trajectories"])
