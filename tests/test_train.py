@@ -24,3 +24,39 @@ def test_smoke_recipe_trains_every_subset_model(tmp_path):
 
     cfg = build_config([str(configs_root() / "default.yaml")])
     assert cfg.train.warmup_ratio == 0.0 and cfg.train.min_steps >= 10
+
+
+def test_logging_is_not_part_of_any_cache_key(tmp_path, tiny_model_dir, data_dir, tiny_pool_rows,
+                                              monkeypatch):
+    """report_to reaches TRL's SFTConfig but never a stage key (turning logging on retrains
+    nothing)."""
+    from selbench.benchmark import train as tr
+    from selbench.benchmark.pipeline import Pipeline
+    from selbench.config import build_config
+
+    from test_pipeline import write_config
+
+    path = write_config(tmp_path, tiny_model_dir, data_dir, tiny_pool_rows)
+    a = Pipeline(build_config([str(path)]), progress=False)
+    b = Pipeline(build_config([str(path)], {"report_to": ["tensorboard"]}), progress=False)
+    for p in (a, b):
+        p.load_data()
+    assert a.train_key("full", None) == b.train_key("full", None)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_sftconfig(**kw):
+        seen.update(kw)
+        raise Stop
+
+    import trl
+
+    monkeypatch.setattr(trl, "SFTConfig", fake_sftconfig)
+    try:
+        tr.train_model(tiny_model_dir, tiny_pool_rows[:4], TrainConfig(max_length=64), tmp_path / "o",
+                       progress=False, report_to=["tensorboard"])
+    except Stop:
+        pass
+    assert seen["report_to"] == ["tensorboard"]

@@ -145,6 +145,9 @@ class RunConfig:
     """Overrides of the chosen selector's own config dataclass (validated there)."""
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    report_to: list[str] = field(default_factory=list)
+    """Training loggers for TRL's report_to (wandb, tensorboard, mlflow...). Never part of a
+    cache key: turning logging on retrains nothing."""
     judges: list[str] = field(default_factory=lambda: ["offline-refsim-minilm"])
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -36,7 +36,8 @@ def task_train(spec: dict) -> None:
 
     cfg = from_dict(TrainConfig, spec["train"], "job spec train")
     train_model(spec["model"], _rows(spec), cfg, Path(spec["out"]), spec.get("device", "cpu"),
-                progress=False, processes=int(spec["processes"]))
+                progress=False, processes=int(spec["processes"]),
+                report_to=spec.get("report_to") or [])
 
 
 def task_ifd(spec: dict) -> None:

@@ -127,12 +127,14 @@ class Pipeline:
                 run_workers("train", {"model": cfg.model, "rows_file": str(job / "rows.jsonl"),
                                       "train": to_dict(cfg.train), "out": str(tmp),
                                       "device": self.device,
-                                      "processes": cfg.launch.num_processes},
+                                      "processes": cfg.launch.num_processes,
+                                      "report_to": cfg.report_to},
                             cfg.launch, job, self.log)
                 shutil.rmtree(job, ignore_errors=True)
                 info = json.loads((tmp / "train.json").read_text())
             else:
-                info = train_model(cfg.model, rows, cfg.train, tmp, self.device, self.progress)
+                info = train_model(cfg.model, rows, cfg.train, tmp, self.device, self.progress,
+                                   report_to=cfg.report_to)
             self.log(f"[train]  {name}: {info['examples']} examples, {info['steps']} steps, "
                      f"{info['seconds']:.0f}s, final loss {info['final_loss']}")
             for w in info.get("warnings", []):

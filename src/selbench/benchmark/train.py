@@ -27,7 +27,8 @@ def to_sft_rows(rows: list[dict], template: str, tokenizer, max_length: int) -> 
 
 
 def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
-                device: str = "cpu", progress: bool = True, processes: int = 1) -> dict:
+                device: str = "cpu", progress: bool = True, processes: int = 1,
+                report_to: list[str] | None = None) -> dict:
     """Fine-tune on exactly `rows`. Under a launcher (torchrun/accelerate, `processes` > 1)
     TRL/accelerate run data-parallel (DDP, or FSDP/DeepSpeed from the accelerate config);
     gradient accumulation is chosen so the effective batch stays ``train.effective_batch``;
@@ -64,7 +65,7 @@ def train_model(model_name: str, rows: list[dict], cfg: TrainConfig, out: Path,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, optim="adamw_torch",
         max_length=cfg.max_length, packing=False, completion_only_loss=True,
-        logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
+        logging_steps=1, save_strategy="no", report_to=list(report_to or []), seed=cfg.seed, data_seed=cfg.seed,
         bf16=cfg.bf16,
         use_cpu=device == "cpu", disable_tqdm=not progress, dataloader_num_workers=0,
     )
