@@ -114,3 +114,34 @@ def test_skip_message_of_a_sample_speaks_of_the_file_not_the_sample(tmp_path):
     assert "the file's skipped rows: {'empty_output': 10}" in text
     assert "(skipped" not in load_pool(str(path), size=20).describe()
     assert "(skipped {'empty_output': 10})" in load_pool(str(path)).describe()
+
+
+def test_column_mapping_and_chat_messages_pools(tmp_path):
+    rows = [{"prompt": "Say hi", "response": "hi", "context": ""},
+            {"prompt": "Add", "response": "3", "context": "1+2"}]
+    p = tmp_path / "cols.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in rows))
+    pool = load_pool(str(p), columns={"instruction": "prompt", "output": "response", "input": "context"})
+    assert [(r["instruction"], r["input"], r["output"]) for r in pool.rows] == [("Say hi", "", "hi"), ("Add", "1+2", "3")]
+    chat = [{"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "Q1"},
+                          {"role": "assistant", "content": "A1"}]},
+            {"conversations": [{"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A2"}]}]
+    c = tmp_path / "chat.json"
+    c.write_text(json.dumps(chat))
+    pool = load_pool(str(c))
+    assert [(r["instruction"], r["output"]) for r in pool.rows] == [("Q1", "A1"), ("Q2", "A2")]
+    # a mapping that names a missing column is a clear error naming file, row and field
+    with pytest.raises(PoolError, match="row 1.*'output'"):
+        load_pool(str(p), columns={"instruction": "prompt", "output": "answer"})
+
+
+def test_custom_eval_set_from_a_jsonl_path(tmp_path):
+    p = tmp_path / "my_set.jsonl"
+    p.write_text(json.dumps({"question": "Why?", "reference": "Because."}) + "\n"
+                 + json.dumps({"id": "q2", "prompt": "How?"}) + "\n")
+    items = load_eval_set(str(p))
+    assert items == [{"id": "1", "prompt": "Why?", "reference": "Because."}, {"id": "q2", "prompt": "How?"}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"foo": "x"}) + "\n")
+    with pytest.raises(PoolError, match="bad.jsonl: row 1: no prompt field"):
+        load_eval_set(str(bad))

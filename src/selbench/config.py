@@ -36,6 +36,10 @@ class DataConfig:
     the SELBENCH_DATA_DIR environment variable or --data-dir."""
     pool_size: int | None = None
     """Seeded random sample of the pool (None = the whole pool)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column mapping for pools in other layouts, e.g. {instruction: prompt, output:
+    response, input: context}; rows with a chat ``messages`` (or ShareGPT ``conversations``)
+    list are read as instruction = first user turn, output = the assistant turn after it."""
     sample_seed: int = 0
     eval_sets: list[str] = field(default_factory=lambda: ["wizardlm", "vicuna"])
     eval_limit: int | None = None

@@ -204,8 +204,44 @@ def validate_rows(records: list[tuple[int, Any]], where: str,
     return rows, skipped
 
 
+_ROLE_KEYS = (("role", "content"), ("from", "value"))
+_USER = {"user", "human"}
+_ASSISTANT = {"assistant", "gpt", "model"}
+
+
+def map_columns(rec: Any, columns: dict[str, str]) -> Any:
+    """One record in selbench's layout: renamed columns (``columns`` maps our field to the
+    file's), or a chat ``messages``/``conversations`` list (first user turn -> instruction,
+    the assistant turn after it -> output). Anything else is passed on unchanged for
+    validation to name what is wrong."""
+    if not isinstance(rec, dict):
+        return rec
+    if columns:
+        out = {ours: rec.get(theirs) for ours, theirs in columns.items()}
+        for k in ("instruction", "input", "output"):
+            if k not in columns and k in rec:
+                out[k] = rec[k]
+        rec = out
+    turns = rec.get("messages", rec.get("conversations")) if "instruction" not in rec else None
+    if isinstance(turns, list):
+        user = assistant = None
+        for t in turns:
+            if not isinstance(t, dict):
+                continue
+            for rk, ck in _ROLE_KEYS:
+                if rk in t:
+                    role, content = str(t[rk]).lower(), t.get(ck)
+                    if user is None and role in _USER:
+                        user = content
+                    elif user is not None and assistant is None and role in _ASSISTANT:
+                        assistant = content
+        if user is not None:
+            return {"instruction": user, "input": "", "output": assistant if assistant is not None else ""}
+    return rec
+
+
 def load_pool(path_or_id: str, data_dir: str | None = None, size: int | None = None,
-              seed: int = 0) -> Pool:
+              seed: int = 0, columns: dict[str, str] | None = None) -> Pool:
     """Load an Alpaca-format pool from a known name, a local .json/.jsonl, or a hub id.
 
     ``size`` takes a seeded random sample (kept in the pool's original order).
@@ -228,10 +264,11 @@ def load_pool(path_or_id: str, data_dir: str | None = None, size: int | None = N
     else:
         hub_id = name
     if local is not None:
-        rows, skipped = validate_rows(_read_records(local), str(local))
+        records = [(n, map_columns(r, columns or {})) for n, r in _read_records(local)]
+        rows, skipped = validate_rows(records, str(local))
         source = str(local)
     else:
-        rows, skipped = _load_hub(hub_id, name)
+        rows, skipped = _load_hub(hub_id, name, columns or {})
         source = f"hf://{hub_id}"
     if known is not None:
         n_read = len(rows) + sum(skipped.values())
@@ -259,7 +296,7 @@ def find_known_local(known: KnownPool, data_dir: str | None) -> Path | None:
     return None
 
 
-def _load_hub(hub_id: str, name: str) -> tuple[list[dict], dict[str, int]]:
+def _load_hub(hub_id: str, name: str, columns: dict[str, str] | None = None) -> tuple[list[dict], dict[str, int]]:
     try:
         if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
             raise ConnectionError("HF_HUB_OFFLINE is set")
@@ -278,7 +315,8 @@ def _load_hub(hub_id: str, name: str) -> tuple[list[dict], dict[str, int]]:
                          "--pool alpaca-gpt4-partial to run on it knowingly.")
         raise DataNotFound(f"pool '{name}': no local file and the hub dataset '{hub_id}' "
                            f"could not be loaded ({type(e).__name__}: {str(e)[:200]}).{hint}") from None
-    return validate_rows([(i, dict(r)) for i, r in enumerate(ds, 1)], f"hf://{hub_id}")
+    return validate_rows([(i, map_columns(dict(r), columns or {})) for i, r in enumerate(ds, 1)],
+                         f"hf://{hub_id}")
 
 
 # --------------------------------------------------------------------------- eval sets
@@ -335,8 +373,48 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+PROMPT_FIELDS = ("prompt", "instruction", "question", "text", "Instruction")
+ID_FIELDS = ("id", "question_id", "idx")
+REFERENCE_FIELDS = ("reference", "answer", "output")
+
+
+def load_custom_eval_set(path: Path, limit: int | None = None) -> list[dict]:
+    """A user's eval set from a JSONL file: per row a prompt (``prompt``, ``instruction``,
+    ``question`` or ``text``), an optional id (``id``/``question_id``/``idx``, else the row
+    number) and an optional reference answer (``reference``/``answer``/``output``)."""
+    items, seen = [], set()
+    for n, r in enumerate(_read_jsonl(path), 1):
+        if not isinstance(r, dict):
+            raise PoolError(f"{path}: row {n}: expected an object")
+        prompt = next((r[f] for f in PROMPT_FIELDS if isinstance(r.get(f), str) and r[f].strip()), None)
+        if prompt is None:
+            raise PoolError(f"{path}: row {n}: no prompt field (one of {', '.join(PROMPT_FIELDS)})")
+        pid = str(next((r[f] for f in ID_FIELDS if f in r), n))
+        if pid in seen:
+            raise PoolError(f"{path}: row {n}: duplicate id {pid!r}")
+        seen.add(pid)
+        it = {"id": pid, "prompt": prompt}
+        ref = next((r[f] for f in REFERENCE_FIELDS if isinstance(r.get(f), str)), None)
+        if ref is not None:
+            it["reference"] = ref
+        items.append(it)
+    if not items:
+        raise PoolError(f"{path}: the eval set has no rows")
+    return items[:limit] if limit else items
+
+
+def eval_set_name(name: str) -> str:
+    """The name an eval set is reported under (a custom file: its stem)."""
+    return Path(name).stem if name.endswith(".jsonl") else name
+
+
 def load_eval_set(name: str, data_dir: str | None = None, limit: int | None = None) -> list[dict]:
-    """Return ``[{"id", "prompt", "reference"?}]`` for a registered eval set."""
+    """Return ``[{"id", "prompt", "reference"?}]`` for a registered eval set or a JSONL path."""
+    if name.endswith(".jsonl"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise DataNotFound(f"eval set file not found: {name}")
+        return load_custom_eval_set(path, limit)
     es = EVAL_SETS.get(name)
     dd = resolve_data_dir(data_dir)
     if dd is None or not (dd / es.file).exists():

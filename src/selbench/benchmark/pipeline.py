@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import RunConfig, stable_hash, to_dict, train_identity
+from ..config import ConfigError, RunConfig, stable_hash, to_dict, train_identity
 from ..launch import run_workers, uses_launcher
-from ..data import load_eval_set, load_pool
+from ..data import eval_set_name, load_eval_set, load_pool
 from ..runs import RunDir, StageKey, stage_key, write_manifest
 
 
@@ -56,13 +56,16 @@ class Pipeline:
     # ------------------------------------------------------------------ data
     def load_data(self):
         d = self.cfg.data
-        self.pool = load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed)
+        self.pool = load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed, d.columns)
         self.pool_key = {"pool": d.pool, "source": Path(self.pool.source).name,
                          "fingerprint": self.pool.fingerprint(), "n": len(self.pool)}
         self.log(f"[data]   pool '{d.pool}': {self.pool.describe()}")
         if self.pool.note:
             self.log(f"[data]   NOTE: {self.pool.note}")
-        self.evals = {es: load_eval_set(es, d.data_dir, d.eval_limit) for es in d.eval_sets}
+        self.evals = {eval_set_name(es): load_eval_set(es, d.data_dir, d.eval_limit)
+                      for es in d.eval_sets}
+        if len(self.evals) != len(d.eval_sets):
+            raise ConfigError(f"data.eval_sets {d.eval_sets}: two sets share a name")
         self.log("[data]   eval sets: " + ", ".join(f"{k} ({len(v)})" for k, v in self.evals.items()))
 
     # ------------------------------------------------------------------ select
