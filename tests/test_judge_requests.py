@@ -137,3 +137,29 @@ def test_retry_after_in_every_header_form():
     date = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= _retry_after(E({"retry-after": date})) <= 31
     assert _retry_after(E({"retry-after": "soon"})) is None and _retry_after(E({})) is None
+
+
+def test_a_judge_yaml_may_bring_its_own_prompt(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELBENCH_TEST_KEY", "k")
+    (tmp_path / "p").mkdir()
+    prompt = tmp_path / "p" / "strict.yaml"
+    prompt.write_text(yaml.safe_dump({"version": "strict-v1", "system": "Be strict.",
+                                      "template": "Q: {question}\nA1: {answer_1}\nA2: {answer_2}\n"
+                                                  "First line: two scores."}))
+    with FaultServer(family="chat") as srv:
+        path = shipped(tmp_path, "qwen3-235b-instruct", base_url=srv.url, prompt_file="p/strict.yaml")
+        judge = load_judge(path)
+        judge_items(judge, build_items(*answers(1)), CompletionCache(tmp_path / "c.jsonl"), progress=False)
+        msgs = srv.bodies[0]["messages"]
+        assert msgs[0] == {"role": "system", "content": "Be strict."}
+        assert msgs[1]["content"].startswith("Q: Q0?\nA1: A0\nA2: B0")
+    default = load_judge(shipped(tmp_path, "qwen3-235b-instruct"))
+    assert judge.cache_identity()["prompt"].startswith("strict-v1-")
+    assert default.cache_identity()["prompt"] == "vicuna-pairwise-v1"
+    # the same content under another path is the same judge; other content is not
+    (tmp_path / "copy.yaml").write_text(prompt.read_text())
+    same = load_judge(shipped(tmp_path, "qwen3-235b-instruct", base_url=srv.url, prompt_file=str(tmp_path / "copy.yaml")))
+    assert same.cache_identity() == judge.cache_identity()
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"template": "{question} only"}))
+    with pytest.raises(ConfigError, match="lacks"):
+        load_judge(shipped(tmp_path, "qwen3-235b-instruct", prompt_file=str(tmp_path / "bad.yaml")))

@@ -63,17 +63,20 @@ class Judge:
         self.name = name
         self.config = config
         self.source = source  # the YAML it was loaded from (named in errors)
+        from .prompts import load_prompt
+
+        self.prompt = load_prompt(getattr(config, "prompt_file", None), source)
         self.stats = {"calls": 0, "retries": 0, "errors": 0, "prompt_tokens": 0,
                       "completion_tokens": 0}
 
     def cache_identity(self) -> dict[str, Any]:
         d = to_dict(self.config)
-        return {"type": self.registry_name, "prompt": PROMPT_VERSION,
+        return {"type": self.registry_name, "prompt": self.prompt.version,
                 **{k: v for k, v in d.items() if k not in SECRET_KEYS and k not in self.volatile_keys()}}
 
     def volatile_keys(self) -> set[str]:
         """Config keys that do not change verdicts (excluded from the cache key)."""
-        return {"concurrency", "timeout", "max_retries", "price_per_mtok_prompt",
+        return {"concurrency", "timeout", "max_retries", "price_per_mtok_prompt", "prompt_file",
                 "price_per_mtok_completion", "backoff_base", "backoff_max"}
 
     def complete_many(self, items: list[JudgeItem],

@@ -19,6 +19,7 @@ class HFJudgeConfig:
     batch_size: int = 4
     device: str = "auto"
     concurrency: int = 1  # unused (kept for a uniform YAML surface)
+    prompt_file: str | None = None  # own judge prompt (YAML: template, system, version)
 
 
 @JUDGE_TYPES.register("hf")
@@ -35,7 +36,7 @@ class HFJudge(Judge):
         dev = pick_device(c.device)
         tok = load_tokenizer(c.model, padding_side="left")
         model = load_model(c.model, dev).eval()
-        texts = [tok.apply_chat_template(prompts.render(it.question, it.answer_1, it.answer_2),
+        texts = [tok.apply_chat_template(prompts.render(it.question, it.answer_1, it.answer_2, self.prompt),
                                          add_generation_prompt=True, tokenize=False)
                  for it in items]
         kw = dict(max_new_tokens=c.max_new_tokens, pad_token_id=tok.pad_token_id)

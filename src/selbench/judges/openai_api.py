@@ -42,6 +42,7 @@ class OpenAIJudgeConfig:
     backoff_max: float = 60.0
     price_per_mtok_prompt: float | None = None  # USD per 1M prompt tokens, for the leaderboard
     price_per_mtok_completion: float | None = None
+    prompt_file: str | None = None  # own judge prompt (YAML: template, system, version)
 
 
 def _retry_after(exc) -> float | None:
@@ -116,7 +117,7 @@ class OpenAIJudge(Judge):
             wait = None
             try:
                 resp = client.chat.completions.create(
-                    messages=prompts.render(item.question, item.answer_1, item.answer_2),
+                    messages=prompts.render(item.question, item.answer_1, item.answer_2, self.prompt),
                     **self.params)
                 if not getattr(resp, "choices", None):
                     raise ValueError("response has no choices")

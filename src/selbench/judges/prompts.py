@@ -1,6 +1,10 @@
 """Judge prompts. PROMPT_VERSION is part of every judge-cache key."""
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 PROMPT_VERSION = "vicuna-pairwise-v1"
 
 # The Vicuna/FastChat pairwise reviewer prompt used in the GradFiltering appendix: the judge
@@ -25,7 +29,49 @@ TEMPLATE = (
 )
 
 
-def render(question: str, answer_1: str, answer_2: str) -> list[dict]:
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": TEMPLATE.format(question=question, answer_1=answer_1,
-                                                        answer_2=answer_2)}]
+@dataclass(frozen=True)
+class JudgePrompt:
+    system: str
+    template: str
+    version: str  # part of the judge cache key
+
+
+DEFAULT = JudgePrompt(SYSTEM, TEMPLATE, PROMPT_VERSION)
+FIELDS = ("{question}", "{answer_1}", "{answer_2}")
+
+
+def load_prompt(path: str | None, relative_to: str | None = None) -> JudgePrompt:
+    """The built-in Vicuna prompt (None), or a judge YAML's own ``prompt_file``: a YAML with
+    ``template`` (containing {question}, {answer_1}, {answer_2}; it must still ask for the two
+    scores on the first line, which is what the parser reads), optional ``system`` and
+    ``version``. The version in the cache key is ``<version>-<sha256 of the content>``, so
+    editing the file re-judges and nothing else does."""
+    if not path:
+        return DEFAULT
+    import hashlib
+
+    import yaml
+
+    from ..config import ConfigError
+
+    p = Path(path).expanduser()
+    if not p.is_absolute() and relative_to and not p.exists():
+        p = Path(relative_to).parent / p
+    if not p.is_file():
+        raise ConfigError(f"prompt_file {path!r} not found (relative to {relative_to or 'the current folder'})")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("template"), str):
+        raise ConfigError(f"{p}: expected a mapping with a 'template' string")
+    missing = [f for f in FIELDS if f not in data["template"]]
+    if missing:
+        raise ConfigError(f"{p}: template lacks {', '.join(missing)}")
+    system = data.get("system", SYSTEM)
+    digest = hashlib.sha256(json.dumps([system, data["template"]]).encode()).hexdigest()[:8]
+    return JudgePrompt(system, data["template"], f"{data.get('version', p.stem)}-{digest}")
+
+
+def render(question: str, answer_1: str, answer_2: str, prompt: JudgePrompt = DEFAULT) -> list[dict]:
+    user = (prompt.template.replace("{question}", question).replace("{answer_1}", answer_1)
+            .replace("{answer_2}", answer_2))
+    msgs = [{"role": "system", "content": prompt.system}] if prompt.system else []
+    return msgs + [{"role": "user", "content": user}]
