@@ -49,3 +49,40 @@ def test_repo_configs_all_parse():
     assert files
     for p in files:
         build_config([str(p)])
+
+
+@pytest.mark.parametrize("setting,fragment", [
+    ("seed=[1", "not valid YAML"), ("=1", "empty key"), ("a..b=1", "empty key"),
+    ("seed", "expected key.path=value")])
+def test_bad_set_values_are_config_errors(setting, fragment):
+    with pytest.raises(ConfigError, match=fragment) as e:
+        build_config([], None, [setting])
+    assert repr(setting) in str(e.value) or setting in str(e.value)
+
+
+@pytest.mark.parametrize("include,fragment", [
+    ("5", "include: expected a file path or a list"), ("[1, 2]", "include: expected"),
+    ("{a: 1}", "include: expected"), ("sub", "is a directory"), ("missing.yaml", "not found")])
+def test_bad_includes_are_config_errors(tmp_path, include, fragment):
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "top.yaml"
+    f.write_text(f"include: {include}\nseed: 1\n")
+    with pytest.raises(ConfigError, match=fragment):
+        build_config([str(f)])
+
+
+def test_a_config_that_is_a_directory_or_fifo_is_an_error(tmp_path):
+    import os
+
+    with pytest.raises(ConfigError, match="is a directory"):
+        build_config([str(tmp_path)])
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        build_config([str(fifo)])
+
+
+@pytest.mark.parametrize("exp", ["../x", "/abs/path", "", ".", "..", "a/b", ".hidden", "x" * 101])
+def test_experiment_names_are_one_safe_folder(exp):
+    with pytest.raises(ConfigError, match="must be one folder name: 1-100 characters from letters"):
+        build_config([], {"experiment": exp})

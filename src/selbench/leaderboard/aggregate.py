@@ -4,10 +4,14 @@ source of truth; markdown is rendered from it).
 Each row carries the fingerprints that decide what may be compared: ``setting_fp`` (pool
 content, target model, train and generate config, eval prompts, full-data baseline) and
 ``selector_fp`` (the selector's own config). Results written before these existed get
-``setting_fp = "exp:<experiment>"``, so they are never pooled across experiments."""
+``setting_fp = "exp:<experiment>"``, so they are never pooled across experiments.
+
+A damaged result (its folder no longer matches its DONE manifest, or result.json cannot be
+read) is skipped with a warning naming it; it never blocks the other results."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,15 +20,44 @@ COLUMNS = ["selector", "regime", "pool", "model", "ratio", "eval_set", "judge", 
            "win", "tie", "lose", "unparsed", "pws", "pws_compat", "ci95_lo", "ci95_hi",
            "position_consistency", "n_selected", "pool_size", "selection_seconds",
            "prompt_tokens", "completion_tokens", "cost_usd", "seed", "experiment", "model_a",
-           "model_b", "setting_fp", "selector_fp", "pool_note", "setting_desc"]
+           "model_b", "setting_fp", "selector_fp", "pool_note", "setting_desc", "warnings"]
 
 
-def collect(runs_dir: Path) -> pd.DataFrame:
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def _load_result(res: Path, warn=_warn) -> dict | None:
+    """The parsed result.json of a finished judge folder, or None (with a warning) if damaged."""
+    from ..runs import verify_folder
+
+    damaged = verify_folder(res.parent)
+    if damaged:
+        warn(f"skipping damaged result {res.parent}: {'; '.join(damaged)} (rerun the same "
+             f"`bench run` to rebuild it)")
+        return None
+    try:
+        r = json.loads(res.read_text(encoding="utf-8"))
+        if not isinstance(r, dict) or not isinstance(r.get("summary"), dict):
+            raise ValueError("no 'summary'")
+        for s in r["summary"].values():
+            for k in ("win", "tie", "lose", "unparsed", "pws", "ci95", "position_consistency"):
+                s[k]  # noqa: B018 - presence check
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        warn(f"skipping damaged result {res}: {type(e).__name__}: {str(e)[:120]} (delete its "
+             f"folder and rerun the same `bench run` to rebuild it)")
+        return None
+    return r
+
+
+def collect(runs_dir: Path, warn=_warn) -> pd.DataFrame:
     rows = []
     for res in sorted(Path(runs_dir).glob("*/judge/*/*/result.json")):
         if not (res.parent / "DONE").exists():
             continue
-        r = json.loads(res.read_text())
+        r = _load_result(res, warn)
+        if r is None:
+            continue
         stats = r.get("usage", {})
         for es, s in r["summary"].items():
             rows.append({
@@ -42,6 +75,7 @@ def collect(runs_dir: Path) -> pd.DataFrame:
                 "prompt_tokens": stats.get("prompt_tokens", 0) if es == "pooled" else None,
                 "completion_tokens": stats.get("completion_tokens", 0) if es == "pooled" else None,
                 "cost_usd": r.get("cost_usd") if es == "pooled" else None,
+                "warnings": "; ".join(r.get("warnings") or []) or None,
             })
     df = pd.DataFrame(rows, columns=COLUMNS)
     if len(df):
