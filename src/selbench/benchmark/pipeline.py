@@ -157,7 +157,11 @@ class Pipeline:
         gcfg = self.cfg.generate
         template = gcfg.template or self.cfg.train.template
         sets = {k: [it["id"] for it in v] for k, v in self.evals.items()}
-        return stage_key("generate", train_key.key, gcfg, template, sets, train_key.digest)
+        from .generate import generate_cache_config
+
+        # what can change the answers (memory settings left out), resolved on this device
+        return stage_key("generate", train_key.key, generate_cache_config(gcfg, self.device),
+                         template, sets, train_key.digest)
 
     def generate(self, train_key: StageKey) -> StageKey:
         from .generate import (eval_prompts, generate_cache_config, generate_hf, generate_vllm,
