@@ -47,8 +47,14 @@ def _cell_text(r) -> str:
     return f"{_fmt(r['pws_mean'])} ± {_fmt(r['pws_sd'])} (n={r['n_seeds']})"
 
 
-def pivot(c: pd.DataFrame) -> tuple[str, list[str]]:
-    """Markdown table of cells; returns (table, legend lines for setting tags)."""
+def pivot(c: pd.DataFrame, full_column: bool = False, text_fn=None,
+          row_order: list[str] | None = None) -> tuple[str, list[str]]:
+    """Markdown table of cells; returns (table, legend lines for setting tags).
+
+    ``full_column``: after each pool / model column group, a "100%" column holding 1.00
+    (the full-data model judged against itself, by definition of PWS), as in the paper.
+    ``text_fn(row)``: the cell text (default: PWS mean, ± sd (n) over seeds).
+    ``row_order``: selectors listed first, in this order (the rest sorted after them)."""
     c = c.copy()
     n_set = c.groupby(["pool", "model", "ratio", "regime"])["setting_fp"].transform("nunique")
     tagged_cols = set(c.loc[n_set > 1, "pool"] + "|" + c.loc[n_set > 1, "model"]
@@ -64,15 +70,35 @@ def pivot(c: pd.DataFrame) -> tuple[str, list[str]]:
     c["col"] = c.apply(col, axis=1)
     c["row"] = [f"{s} [{_tag(fp)}]" if k > 1 else s
                 for s, fp, k in zip(c.selector, c.selector_fp, n_sel)]
-    c["text"] = c.apply(_cell_text, axis=1)
+    c["text"] = c.apply(text_fn or _cell_text, axis=1)
     cols = list(dict.fromkeys(c.sort_values(["pool", "model", "ratio"]).col))
-    rows = list(dict.fromkeys(zip(c.sort_values(["selector", "regime"]).row,
-                                  c.sort_values(["selector", "regime"]).regime)))
+    order = {name: i for i, name in enumerate(row_order or [])}
+    c["_rank"] = [order.get(sel, len(order)) for sel in c.selector]
+    srt = c.sort_values(["_rank", "selector", "regime"], kind="stable")
+    rows = list(dict.fromkeys(zip(srt.row, srt.regime)))
+    groups: dict[str, str] = {}
+    if full_column:
+        for k in cols:
+            g = k.rsplit(" / ", 1)[0] + " / 100%"
+            groups[k] = g
+        new_cols = []
+        for i, k in enumerate(cols):
+            new_cols.append(k)
+            if i + 1 == len(cols) or groups[cols[i + 1]] != groups[k]:
+                new_cols.append(groups[k])
+        cols_out = new_cols
+    else:
+        cols_out = cols
     body = []
     for row, regime in rows:
         sub = c[(c.row == row) & (c.regime == regime)]
         vals = dict(zip(sub.col, sub.text))
-        body.append([row, regime, *[vals.get(k, "") for k in cols]])
+        if full_column:
+            for k, g in groups.items():
+                if vals.get(k):
+                    vals[g] = "1.00"
+        body.append([row, regime, *[vals.get(k, "") for k in cols_out]])
+    cols = cols_out
     legend = []
     if tagged_cols:
         desc = dict(zip(c.setting_fp, c.setting_desc))
@@ -87,7 +113,7 @@ def table1(df: pd.DataFrame) -> str:
     llm = pooled[pooled.judge_kind != "offline"]
     if llm.empty:
         return "_no finished runs judged by an LLM_\n"
-    table, legend = pivot(cells(llm))
+    table, legend = pivot(cells(llm), full_column=True)
     judges = ", ".join(sorted(set(llm.judge)))
     note = (f"\nPWS pooled over eval sets vs the full-data model of the same setting "
             f"(LLM judges: {judges}; a cell's value is the mean over them, per seed; several "
@@ -101,11 +127,77 @@ def table_offline(df: pd.DataFrame) -> str:
         return ""
     out = []
     for judge, sub in pooled.groupby("judge"):
-        table, legend = pivot(cells(sub))
+        table, legend = pivot(cells(sub), full_column=True)
         out.append(f"### {judge} (offline, not an LLM)\n\n{table}\n"
                    + ("\n".join(legend) + "\n" if legend else ""))
     return ("## Judge-free and non-LLM metrics (never mixed into Table 1)\n\n"
             + "\n".join(out) + _notes(pooled))
+
+
+# --------------------------------------------------------------------------- study tables
+GSNR_ABLATIONS = ["gsnr-drop", "gsnr-reldrop", "gsnr-drop-var"]
+ABLATION_DESC = {"gsnr": "G-SNR (eq. 5)", "gsnr-drop": "#1 G_s - G_t",
+                 "gsnr-reldrop": "#2 (G_s - G_t)/(G_s + eps)",
+                 "gsnr-drop-var": "#3 (G_s - G_t)/(V_t + eps)"}
+
+
+def judge_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per judge group: the LLM judges together (a cell's value is their
+    mean), then each offline judge on its own, never mixed."""
+    out = []
+    llm = df[df.judge_kind != "offline"]
+    if not llm.empty:
+        out.append((f"LLM judges: {', '.join(sorted(set(llm.judge)))}", llm))
+    for judge, sub in df[df.judge_kind == "offline"].groupby("judge"):
+        out.append((f"{judge} (offline, not an LLM)", sub))
+    return out
+
+
+def table1_paper(df: pd.DataFrame, eval_set: str = "pooled",
+                 row_order: list[str] | None = None) -> str:
+    """Table 1 layout for every judge group: rows = selector x regime, column groups =
+    pool / target model / ratio with the 100% column = 1.00, cells = PWS (mean over the
+    group's judges per seed; several seeds: mean ± sd (n))."""
+    sub = df[df.eval_set == eval_set]
+    if sub.empty:
+        return f"_no results for eval set {eval_set}_\n"
+    out = []
+    for title, g in judge_groups(sub):
+        table, legend = pivot(cells(g), full_column=True, row_order=row_order)
+        out.append(f"**{title}**\n\n{table}\n" + ("\n".join(legend) + "\n" if legend else ""))
+    return "\n".join(out)
+
+
+def table2_paper(df: pd.DataFrame, eval_set: str = "pooled") -> str:
+    """Table 2 layout: the G-SNR ablations as PWS deltas against ``gsnr`` in the same cell
+    (same setting, ratio, regime and seed set); the ``gsnr`` row itself is absolute."""
+    sub = df[(df.eval_set == eval_set) & df.selector.isin(["gsnr", *GSNR_ABLATIONS])]
+    if sub.empty or not sub.selector.isin(GSNR_ABLATIONS).any():
+        return "_no G-SNR ablation was run (selectors gsnr-drop, gsnr-reldrop, gsnr-drop-var)_\n"
+    out = []
+    for title, g in judge_groups(sub):
+        c = cells(g)
+        keys = ["regime", "pool", "model", "ratio", "setting_fp"]
+        base = c[c.selector == "gsnr"].set_index(keys)["pws_mean"]
+        base = base[~base.index.duplicated()]
+
+        def text(r, base=base):
+            if r["selector"] == "gsnr":
+                return _fmt(r["pws_mean"])
+            k = tuple(r[x] for x in keys)
+            if k not in base.index:
+                return f"{_fmt(r['pws_mean'])} (no gsnr)"
+            d = r["pws_mean"] - base[k]
+            return f"{d:+.3f}"
+
+        c = c.copy()
+        c["selector"] = c.selector.map(lambda x: f"{x}: {ABLATION_DESC.get(x, x)}")
+        order = [f"{x}: {ABLATION_DESC[x]}" for x in ["gsnr", *GSNR_ABLATIONS]]
+        c["_sel"] = c.selector
+        table, legend = pivot(c, text_fn=lambda r: text({**r, "selector": r["_sel"].split(":")[0]}),
+                              row_order=order)
+        out.append(f"**{title}**\n\n{table}\n" + ("\n".join(legend) + "\n" if legend else ""))
+    return "\n".join(out)
 
 
 def _notes(df: pd.DataFrame) -> str:
@@ -142,7 +234,13 @@ def render(df: pd.DataFrame) -> str:
 
 def write_leaderboard(runs_dir: Path) -> tuple[Path, Path]:
     runs_dir = Path(runs_dir)
-    df = collect(runs_dir)
+    try:  # the study columns (reference NLL, lengths, costs) join the CSV
+        from .study import collect_study
+
+        df = collect_study(runs_dir)
+    except Exception as e:  # noqa: BLE001 - never lose the leaderboard over an extra column
+        print(f"[warn]   study columns left out of the leaderboard: {type(e).__name__}: {e}")
+        df = collect(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     csv, md = runs_dir / "leaderboard.csv", runs_dir / "leaderboard.md"
     df.to_csv(csv, index=False)
