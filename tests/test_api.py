@@ -34,7 +34,7 @@ def test_select_with_a_proxy_selector_on_a_tiny_model(tiny_pool_rows, tiny_model
 
 
 def test_plan_from_python(data_dir, tmp_path):
-    text = selbench.plan(ratio=0.1, data_dir=str(data_dir), runs_dir=str(tmp_path))
+    text = selbench.plan_text(ratio=0.1, data_dir=str(data_dir), runs_dir=str(tmp_path))
     assert "train random r=0.1: 20 examples" in text and "no problems" in text
 
 

@@ -1,8 +1,8 @@
 """selbench: benchmark data selectors for LLM instruction tuning.
 
-Python API: :func:`run`, :func:`select`, :func:`plan` (see :mod:`selbench.api`)."""
+Python API: :func:`run`, :func:`select`, :func:`plan_text` (see :mod:`selbench.api`)."""
 __version__ = "0.1.0"
 
-from .api import plan, run, select  # noqa: E402
+from .api import plan_text, run, select  # noqa: E402  (not `plan`: that is the module)
 
-__all__ = ["plan", "run", "select", "__version__"]
+__all__ = ["plan_text", "run", "select", "__version__"]

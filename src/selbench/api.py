@@ -11,7 +11,7 @@
     results[0]["summary"]["pooled"]["pws"]
 
     # what a run would do, without computing
-    print(selbench.plan(config="configs/paper/alpaca-llama2-7b-lora.yaml", selector="gsnr"))
+    print(selbench.plan_text(config="configs/paper/alpaca-llama2-7b-lora.yaml", selector="gsnr"))
 
 Keyword arguments are config keys (dotted paths for nested ones: ``**{"train.epochs": 2}``);
 ``config`` is one YAML path or a list (default: the smoke config)."""
@@ -39,7 +39,7 @@ def _config(config=None, **overrides):
     return build_config([str(f) for f in files], flat)
 
 
-def plan(config=None, **overrides) -> str:
+def plan_text(config=None, **overrides) -> str:
     """The rendered plan of a run (nothing is computed)."""
     from .plan import make_plan, render_plan
 
