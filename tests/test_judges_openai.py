@@ -2,13 +2,14 @@
 slow suite, a real llama.cpp server serving the embedded SmolLM2 GGUF."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from selbench.launch import free_port
 
 from selbench.judges.base import CompletionCache, load_judge
 from selbench.judges.openai_api import JudgeCallError
@@ -103,14 +104,6 @@ def test_reparse_recomputes_from_cached_raw_text(tmp_path):
     assert json.loads((folder / "result.json").read_text())["summary"]["pooled"]["win"] == 1
 
 
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.fixture(scope="module")
 def llamacpp_url():
     url = os.environ.get("SELBENCH_LLAMACPP_URL")  # .ci/run starts one and sets this
@@ -120,7 +113,7 @@ def llamacpp_url():
     pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
     from selbench.models import embedded_gguf
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
                              str(embedded_gguf("smollm2-135m-instruct")), "--host", "127.0.0.1",
                              "--port", str(port), "--n_ctx", "2048"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from selbench.launch import free_port
 import yaml
 
 from selbench.judges.base import CompletionCache, load_judge
@@ -30,14 +31,6 @@ def test_vllm_local_judge_yaml_loads():
     c = judge.config
     assert judge.registry_name == "openai" and c.model == SERVED
     assert c.base_url.startswith("http://127.0.0.1:") and c.base_url.endswith("/v1")
-
-
-def _free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -66,7 +59,7 @@ def vllm_server_url(tmp_path_factory):
     skip_unless_vllm_imports()
     from selbench.models import resolve_model
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
            resolve_model(SERVED), "--served-model-name", SERVED, "--host", "127.0.0.1",

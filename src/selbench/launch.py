@@ -29,7 +29,8 @@ class LaunchError(RuntimeError):
     pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (launcher rendezvous; test servers)."""
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -42,14 +43,14 @@ def launcher_command(launch: LaunchConfig) -> list[str]:
     if launch.launcher == "torchrun":
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", n]
         if not any(a.startswith(("--rdzv", "--nnodes", "--master")) for a in launch.extra_args):
-            cmd += ["--master-port", str(_free_port())]
+            cmd += ["--master-port", str(free_port())]
         return cmd + list(launch.extra_args)
     if launch.launcher == "accelerate":
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", n]
         if launch.config_file:
             cmd += ["--config_file", str(resolve_config_file(launch.config_file))]
         if not any("main_process_port" in a for a in launch.extra_args):
-            cmd += ["--main_process_port", str(_free_port())]
+            cmd += ["--main_process_port", str(free_port())]
         if launch.num_processes > 1 and not launch.config_file:
             cmd += ["--multi_gpu"] if _has_cuda() else []
         return cmd + list(launch.extra_args)
