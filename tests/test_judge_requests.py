@@ -163,3 +163,9 @@ def test_a_judge_yaml_may_bring_its_own_prompt(tmp_path, monkeypatch):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"template": "{question} only"}))
     with pytest.raises(ConfigError, match="lacks"):
         load_judge(shipped(tmp_path, "qwen3-235b-instruct", prompt_file=str(tmp_path / "bad.yaml")))
+
+
+@pytest.mark.parametrize("path", sorted(JUDGES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_judge_yaml_loads(path):
+    judge = load_judge(str(path))
+    assert judge.name == path.stem and judge.cache_identity()["prompt"]
