@@ -1,4 +1,5 @@
 """Pipeline: stage caching, resume after a crash, manifest, leaderboard (tiny model)."""
+import re
 import json
 import os
 import signal
@@ -122,6 +123,6 @@ def test_kill_dash_9_then_same_command_finishes(tmp_path, tiny_model_dir, data_d
     mtime = (full / "DONE").stat().st_mtime
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    assert f"[cached] train/{full.name}" in out.stdout
+    assert re.search(rf"\[cached\] stage \d+/\d+ train/{full.name}", out.stdout), out.stdout[-2000:]
     assert (full / "DONE").stat().st_mtime == mtime
     assert not list(root.glob("*/.tmp-*")) and not list(root.glob("judge/*/.tmp-*"))
