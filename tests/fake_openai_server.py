@@ -1,8 +1,9 @@
 """TEST DOUBLE: a fault-injecting OpenAI-compatible chat server on loopback (tests only).
 
 It answers POST /v1/chat/completions. A script maps the Nth call (1-based) to a fault:
-'429' (with Retry-After), '500', 'stall' (sleeps past the client timeout), 'badjson',
-'nochoice'. Other calls get a valid completion whose first line is "7 5".
+'429' (with Retry-After in seconds), '429date' (Retry-After as an HTTP date 2 s ahead),
+'429ms' (retry-after-ms: 700), '500', 'stall' (sleeps past the client timeout), 'badjson',
+'nochoice'. The arrival time of every call is kept in ``times``. Other calls get a valid completion whose first line is "7 5".
 
 It is at least as strict as the API family it stands for (``family``): every request is
 validated first and answered HTTP 400 with OpenAI's error shape (message, type, param,
@@ -91,6 +92,7 @@ class FaultServer:
         self.calls = 0
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
+        self.times: list[float] = []
         self.lock = threading.Lock()
         outer = self
 
@@ -116,9 +118,17 @@ class FaultServer:
                     call = outer.calls
                     outer.bodies.append(body)
                     outer.headers.append(dict(self.headers))
+                    outer.times.append(time.monotonic())
                 fault = outer.script.get(call)
                 if fault == "429":
                     return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0.05"})
+                if fault == "429date":
+                    import email.utils
+
+                    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": when})
+                if fault == "429ms":
+                    return self._send(429, {"error": {"message": "slow down"}}, {"retry-after-ms": "700"})
                 if fault == "500":
                     return self._send(500, {"error": {"message": "boom"}})
                 if fault == "stall":

@@ -118,25 +118,25 @@ def test_auto_family(model, base_url, family):
     assert resolve_family(model, base_url, "auto") == family
 
 
-def test_retry_after_in_every_header_form():
-    import email.utils
-    import time
+def test_retry_after_as_http_date_and_in_ms_is_honoured(tmp_path, monkeypatch):
+    """The openai client's own retry reads both header forms (the hand-written float() could
+    not parse a date): the retried call arrives no earlier than the server asked."""
+    from selbench.judges.base import CompletionCache, load_judge
+    from selbench.judges.stage import build_items, judge_items
 
-    from selbench.judges.openai_api import _retry_after
-
-    class R:
-        def __init__(self, h):
-            self.headers = h
-
-    class E:
-        def __init__(self, h):
-            self.response = R(h)
-
-    assert _retry_after(E({"retry-after": "2.5"})) == 2.5
-    assert _retry_after(E({"retry-after-ms": "250"})) == 0.25
-    date = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 25 <= _retry_after(E({"retry-after": date})) <= 31
-    assert _retry_after(E({"retry-after": "soon"})) is None and _retry_after(E({})) is None
+    monkeypatch.setenv("SELBENCH_TEST_KEY", "k")
+    for fault, least in (("429date", 1.0), ("429ms", 0.7)):
+        with FaultServer({1: fault}, family="chat") as srv:
+            cfg = {"type": "openai", "model": "test-model", "base_url": srv.url,
+                   "api_key_env": "SELBENCH_TEST_KEY", "max_retries": 2, "concurrency": 1}
+            (tmp_path / f"{fault}.yaml").write_text(yaml.safe_dump(cfg))
+            judge = load_judge(str(tmp_path / f"{fault}.yaml"))
+            a = {"vicuna": [{"id": "0", "prompt": "Q?", "answer": "A"}]}
+            b = {"vicuna": [{"id": "0", "prompt": "Q?", "answer": "B"}]}
+            judge_items(judge, build_items(a, b), CompletionCache(tmp_path / f"{fault}.jsonl"),
+                        progress=False)
+            assert srv.calls == 3 and judge.stats["retries"] == 1 and judge.stats["calls"] == 2
+            assert srv.times[1] - srv.times[0] >= least, (fault, srv.times)
 
 
 def test_a_judge_yaml_may_bring_its_own_prompt(tmp_path, monkeypatch):

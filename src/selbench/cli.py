@@ -307,7 +307,7 @@ def _rest(sub) -> None:
     j.set_defaults(fn=cmd_judge)
 
     pf = sub.add_parser("perf", help="benchmarks; results written to a JSON + markdown file")
-    pf.add_argument("what", choices=["gsnr", "ifd", "spice", "spice-logdet", "grads", "generate", "scale"])
+    pf.add_argument("what", choices=["gsnr", "gsnr-record", "ifd", "spice", "spice-logdet", "grads", "generate", "scale"])
     pf.add_argument("rest", nargs=argparse.REMAINDER)
     pf.set_defaults(fn=cmd_perf)
 

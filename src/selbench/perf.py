@@ -1,4 +1,4 @@
-"""`bench perf gsnr|ifd|spice|spice-logdet|grads`: speed/memory benchmarks written to <out>/<what>.json
+"""`bench perf gsnr|gsnr-record|ifd|spice|spice-logdet|grads`: speed/memory benchmarks written to <out>/<what>.json
 and appended as a markdown row to <out>/<what>.md. Benchmarks, not tests: numbers depend
 on the machine, which is recorded with them."""
 from __future__ import annotations
@@ -395,6 +395,29 @@ def perf_generate(args) -> None:
         "2 LoRA models s, hf / vllm+start": f"{two_hf:.0f} / {two_vllm:.0f}"})
 
 
+# --------------------------------------------------------------------------- gsnr-record
+def perf_gsnr_record(args) -> None:
+    """G-SNR's two recording points on the same trained ensemble: norms taken during the
+    updates (`record: train`, free) vs in a separate eval-mode pass at theta_e (`record:
+    pass`, eqs. 1-2). Rank agreement of the utilities and overlap of the top fractions."""
+    from .gradients import ProfileConfig
+    from .models import pick_device
+    from .selectors.gsnr import record_agreement
+
+    rows = _pool_rows(args.n, args.data_dir)
+    prof = ProfileConfig(proxy=args.proxy, members=args.members, epochs=2, batch_size=args.batch_size,
+                         max_length=args.max_length, seed=0)
+    res = record_agreement(rows, prof, pick_device(args.device))
+    res["machine"] = _machine()
+    _write(Path(args.out), "gsnr-record", res, {
+        "proxy": args.proxy, "N": res["n"], "M x E": f"{res['members']} x {res['epochs']}",
+        "max_len": res["max_length"], "spearman(utility)": f"{res['spearman_utility']:.3f}",
+        "spearman(norms) mean": f"{res['spearman_norms_mean']:.3f}",
+        "top 5% overlap": f"{res['top0.05_overlap']:.2f} (k={res['top0.05_k']})",
+        "top 10% overlap": f"{res['top0.1_overlap']:.2f} (k={res['top0.1_k']})",
+        "wall s": f"{res['wall_seconds']:.0f}"})
+
+
 def main(what: str, rest: list[str]) -> int:
     if what == "scale":  # IFD and profile throughput with 1 and N processes
         from .perf_scale import main as scale_main
@@ -405,10 +428,11 @@ def main(what: str, rest: list[str]) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--proxy", default="smollm2-135m-instruct")
-    p.add_argument("--n", type=int, default={"gsnr": 64, "ifd": 64, "spice": 256,
+    p.add_argument("--members", type=int, default=3, help="gsnr-record: ensemble members")
+    p.add_argument("--n", type=int, default={"gsnr": 64, "gsnr-record": 100, "ifd": 64, "spice": 256,
                                              "spice-logdet": 52002, "grads": 52002, "generate": 20}[what])
     p.add_argument("--batch-size", type=int, default=8 if what == "spice" else 16)
-    p.add_argument("--max-length", type=int, default=256 if what in ("gsnr", "spice") else 1024)
+    p.add_argument("--max-length", type=int, default={"gsnr": 256, "spice": 256, "gsnr-record": 128}.get(what, 1024))
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--dim", type=int, default=8192)
     p.add_argument("--ratio", type=float, default=0.05)
@@ -422,5 +446,5 @@ def main(what: str, rest: list[str]) -> int:
     p.add_argument("--threads", type=int, default=None, help="generate: hf torch threads")
     args = p.parse_args(rest)
     {"gsnr": perf_gsnr, "ifd": perf_ifd, "spice": perf_spice, "spice-logdet": perf_spice_logdet,
-     "grads": perf_grads, "generate": perf_generate}[what](args)
+     "grads": perf_grads, "generate": perf_generate, "gsnr-record": perf_gsnr_record}[what](args)
     return 0

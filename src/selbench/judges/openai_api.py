@@ -1,18 +1,20 @@
 """OpenAI-compatible chat judge: OpenAI, a vLLM server, a llama.cpp server.
 
 The API key is read from the environment variable named by ``api_key_env`` at call time;
-it is never part of the config that is hashed, cached or written. Retries (our own loop,
-the client's are off so we can count and bound them): timeouts, connection errors, 429
-(honouring Retry-After), 5xx, and malformed/empty responses; exponential backoff with
-full jitter, capped at ``backoff_max``. After ``max_retries`` a :class:`JudgeCallError`
-names the item; everything judged before stays in the cache.
+it is never part of the config that is hashed, cached or written.
+
+Retries: transport faults (timeouts, connection errors, 408/409/429/5xx) are retried by the
+openai client itself (``max_retries``; it reads ``retry-after-ms`` and ``Retry-After`` in
+seconds or as an HTTP date). A 200 whose body is malformed or has no answer is retried by
+tenacity (exponential backoff with jitter, ``backoff_base``..``backoff_max``), which the
+client does not do. Every HTTP request is counted by an httpx hook, so ``stats["retries"]``
+= requests sent - items asked, whichever layer retried. After ``max_retries`` a
+:class:`JudgeCallError` names the item; everything judged before stays in the cache.
 """
 from __future__ import annotations
 
 import os
-import random
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
@@ -24,6 +26,10 @@ from .requests import request_params
 
 class JudgeCallError(RuntimeError):
     pass
+
+
+class MalformedAnswer(ValueError):
+    """A 200 response without a usable answer (cut-off JSON, no choices, no content)."""
 
 
 @dataclass
@@ -45,36 +51,6 @@ class OpenAIJudgeConfig:
     prompt_file: str | None = None  # own judge prompt (YAML: template, system, version)
 
 
-def _retry_after(exc) -> float | None:
-    """Seconds to wait from a 429/503's headers: ``retry-after-ms``, or ``Retry-After`` as
-    seconds or as an HTTP date (RFC 9110), as the openai client itself reads them."""
-    resp = getattr(exc, "response", None)
-    headers = getattr(resp, "headers", None) or {}
-    if not hasattr(headers, "get"):
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    val = headers.get("retry-after")
-    if val is None:
-        return None
-    try:
-        return max(0.0, float(val))
-    except ValueError:
-        pass
-    try:
-        import email.utils
-        from datetime import datetime, timezone
-
-        when = email.utils.parsedate_to_datetime(val)
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
 def scrub(text: str, secret: str | None) -> str:
     """`text` with the API key's value removed (an error body may echo it)."""
     if secret and len(secret) >= 4:
@@ -89,6 +65,8 @@ class OpenAIJudge(Judge):
     def __init__(self, name: str, config, source: str | None = None):
         super().__init__(name, config, source)
         self.params = request_params(config, source or f"judge '{name}'")  # fail at load
+        self._lock = threading.Lock()
+        self._requests = self._asked = 0
 
     def cache_identity(self) -> dict:
         return {**super().cache_identity(), "request": self.params}
@@ -106,49 +84,64 @@ class OpenAIJudge(Judge):
                 raise JudgeCallError(f"judge '{self.name}': set the environment variable "
                                      f"{c.api_key_env} (its API key)")
             key = "EMPTY"  # local servers accept any key
-        return openai.OpenAI(api_key=key, base_url=c.base_url, timeout=c.timeout, max_retries=0)
+        http = openai.DefaultHttpxClient(event_hooks={"request": [self._count_request]})
+        return openai.OpenAI(api_key=key, base_url=c.base_url, timeout=c.timeout,
+                             max_retries=c.max_retries, http_client=http)
+
+    def _count_request(self, request) -> None:
+        with self._lock:
+            self._requests += 1
+            self.stats["retries"] = self._requests - self._asked
+
+    def _ask(self, client, item: JudgeItem) -> Completion:
+        """One answer; a malformed or empty 200 raises MalformedAnswer (retried by tenacity)."""
+        import openai
+
+        try:
+            resp = client.chat.completions.create(
+                messages=prompts.render(item.question, item.answer_1, item.answer_2, self.prompt),
+                **self.params)
+        except openai.APIResponseValidationError as e:
+            raise MalformedAnswer(f"response failed validation: {e}") from None
+        except ValueError as e:  # a 200 whose JSON body is cut off
+            raise MalformedAnswer(f"response body is not JSON: {e}") from None
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            raise MalformedAnswer("response has no choices")
+        text = getattr(getattr(choices[0], "message", None), "content", None)
+        if not isinstance(text, str):
+            raise MalformedAnswer("response choice has no content")
+        usage = {}
+        if getattr(resp, "usage", None) is not None:
+            usage = {"prompt_tokens": int(resp.usage.prompt_tokens or 0),
+                     "completion_tokens": int(resp.usage.completion_tokens or 0)}
+        return Completion(text, usage)
 
     def call_one(self, client, item: JudgeItem, label: str) -> Completion:
         import openai
+        import tenacity
 
         c = self.config
-        last = None
-        for attempt in range(c.max_retries + 1):
-            wait = None
-            try:
-                resp = client.chat.completions.create(
-                    messages=prompts.render(item.question, item.answer_1, item.answer_2, self.prompt),
-                    **self.params)
-                if not getattr(resp, "choices", None):
-                    raise ValueError("response has no choices")
-                text = resp.choices[0].message.content
-                if text is None:
-                    raise ValueError("response choice has no content")
-                usage = {}
-                if getattr(resp, "usage", None) is not None:
-                    usage = {"prompt_tokens": int(resp.usage.prompt_tokens or 0),
-                             "completion_tokens": int(resp.usage.completion_tokens or 0)}
-                with self._lock:
-                    self.stats["calls"] += 1
-                    self.stats["prompt_tokens"] += usage.get("prompt_tokens", 0)
-                    self.stats["completion_tokens"] += usage.get("completion_tokens", 0)
-                return Completion(text, usage)
-            except openai.RateLimitError as e:
-                last, wait = e, _retry_after(e)
-            except openai.APIStatusError as e:
-                if e.status_code < 500 and e.status_code not in (408, 409):
-                    raise JudgeCallError(self._client_error(e, label)) from None
-                last = e
-            except (openai.APITimeoutError, openai.APIConnectionError, ValueError,
-                    AttributeError, TypeError) as e:
-                last = e
-            if attempt == c.max_retries:
-                break
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(c.max_retries + 1),
+            wait=tenacity.wait_random_exponential(multiplier=c.backoff_base, max=c.backoff_max),
+            retry=tenacity.retry_if_exception_type(MalformedAnswer), reraise=True)
+        with self._lock:
+            self._asked += 1
+        try:
+            out = retrying(self._ask, client, item)
+        except openai.APIStatusError as e:
+            if e.status_code < 500 and e.status_code not in (408, 409, 429):
+                raise JudgeCallError(self._client_error(e, label)) from None
+            last = e
+        except (openai.APIError, MalformedAnswer) as e:  # timeouts, connection errors
+            last = e
+        else:
             with self._lock:
-                self.stats["retries"] += 1
-            if wait is None:
-                wait = random.uniform(0, min(c.backoff_max, c.backoff_base * 2 ** attempt))
-            time.sleep(min(wait, c.backoff_max))
+                self.stats["calls"] += 1
+                self.stats["prompt_tokens"] += out.usage.get("prompt_tokens", 0)
+                self.stats["completion_tokens"] += out.usage.get("completion_tokens", 0)
+            return out
         with self._lock:
             self.stats["errors"] += 1
         raise JudgeCallError(f"judge '{self.name}', item {label}: gave up after "
@@ -174,6 +167,7 @@ class OpenAIJudge(Judge):
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:
         self._lock = threading.Lock()
+        self._requests = self._asked = 0
         client = self._client()
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
             futs = {pool.submit(self.call_one, client, it, it.meta.get("label", str(i))): i
