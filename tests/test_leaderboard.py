@@ -92,3 +92,15 @@ def test_old_results_without_fingerprints_are_not_pooled_across_experiments(tmp_
         res.write_text(json.dumps(d))
     row = _row(render(collect(tmp_path)).split("## All results")[0], "gsnr")
     assert "1.400" in row and "0.600" in row
+
+
+def test_numbers_are_formatted_once_and_not_reparsed(tmp_path):
+    """tabulate re-parses numeric strings by default ("1.000" -> "1", "0.80" -> "0.8"); every
+    markdown table keeps the digits we formatted."""
+    _result(tmp_path, "e", "j3", (4, 2, 4))  # PWS exactly 1
+    md = render(collect(tmp_path))
+    table1 = md.split("## All results")[0]
+    assert _row(table1, "gsnr")[2] == "1.000"
+    row = _row(md.split("## All results")[1], "gsnr")
+    assert "1.000" in row and "0.80" in row and "[0.50, 1.50]" in row and "5%" in row
+    assert "0.8" not in row and "1.0" not in row
