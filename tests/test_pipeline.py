@@ -80,6 +80,18 @@ def test_resume_after_crash_recomputes_nothing_finished(tmp_path, tiny_model_dir
     man = json.loads((root / "manifest.json").read_text())["invocations"]
     assert man[-1]["finished"] and man[-1]["seeds"]["seed"] == 0 and "torch" in man[-1]["versions"]
     assert man[-1]["command"] == ["bench", "run"]
+    # timestamps and per-stage durations: the second run judged (ran), the third cached all
+    from datetime import datetime
+
+    second, third = man[-2], man[-1]
+    for inv in (second, third):
+        t0, t1 = (datetime.fromisoformat(inv[k]) for k in ("started_at", "finished_at"))
+        assert t0.tzinfo is not None and t0 <= t1 and inv["wall_seconds"] >= 0
+        assert {t["stage"] for t in inv["stage_times"]} == set(inv["stages"])
+        assert all(t["seconds"] >= 0 and datetime.fromisoformat(t["started_at"]) >= t0
+                   for t in inv["stage_times"])
+    ran = {t["stage"].split("/")[0] for t in second["stage_times"] if t["status"] == "run"}
+    assert ran == {"judge"} and all(t["status"] == "cached" for t in third["stage_times"])
     assert all(not any(ch.isdigit() and len(part) == 14 for ch in part) for part in os.listdir(root))
     # leaderboard
     lb = (tmp_path / "runs" / "leaderboard.md").read_text()

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -361,14 +362,25 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def utc_iso(t: float | None = None) -> str:
+    """A POSIX time as an ISO-8601 UTC timestamp (manifests only; never in paths)."""
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(time.time() if t is None else t, _dt.timezone.utc).isoformat(
+        timespec="seconds")
+
+
 def write_manifest(root: Path, command: list[str], config: Any, seeds: dict,
-                   stages: dict[str, str] | None = None, update_last: bool = False) -> Path:
+                   stages: dict[str, str] | None = None, update_last: bool = False,
+                   stage_times: list[dict] | None = None) -> Path:
     """Record one invocation; manifest.json keeps a list of invocations (newest last).
 
     ``update_last`` replaces the newest entry (used at the end of a run to add the stage
     folders and its status to the entry written when the run started). A manifest.json
     that cannot be read is never silently replaced: it is kept as manifest.json.damaged-N
-    (named on stderr) and a new list is started. Read-modify-write runs under a lock."""
+    (named on stderr) and a new list is started. Read-modify-write runs under a lock.
+    Timestamps (UTC): ``started_at`` of the invocation, ``finished_at`` and ``wall_seconds``
+    when it ends, and per stage in ``stage_times`` (status run|cached, started_at, seconds)."""
     check_runs_root(root)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "manifest.json"
@@ -393,11 +405,24 @@ def write_manifest(root: Path, command: list[str], config: Any, seeds: dict,
         entry = {"command": command, "config": to_dict(config), "seeds": seeds,
                  "git_sha": git_sha(), "versions": package_versions(), "device": device_info(),
                  "stages": stages or {}, "finished": update_last, "pid": os.getpid()}
+        entry["started_at"] = utc_iso()
         # the entry this process wrote when it started (another run may have appended since)
         mine = [i for i, e in enumerate(entries)
                 if isinstance(e, dict) and e.get("pid") == os.getpid() and not e.get("finished")]
         if update_last and (mine or entries):
-            entries[mine[-1] if mine else -1] = entry
+            i = mine[-1] if mine else -1
+            old = entries[i] if isinstance(entries[i], dict) else {}
+            entry["started_at"] = old.get("started_at", entry["started_at"])
+            entry["finished_at"] = utc_iso()
+            try:
+                import datetime as _dt
+
+                entry["wall_seconds"] = round((_dt.datetime.fromisoformat(entry["finished_at"])
+                                               - _dt.datetime.fromisoformat(entry["started_at"])).total_seconds())
+            except (TypeError, ValueError):
+                pass
+            entry["stage_times"] = stage_times or []
+            entries[i] = entry
         else:
             entries.append(entry)
         _write_atomic(path, json.dumps({"invocations": entries}, indent=2, sort_keys=True))

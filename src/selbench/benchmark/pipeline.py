@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from ..config import ConfigError, RunConfig, stable_hash, to_dict, train_identity
 from ..launch import run_workers, uses_launcher
 from ..data import eval_set_name, load_eval_set, load_pool
-from ..runs import RunDir, StageKey, stage_key, write_manifest
+from ..runs import RunDir, StageKey, stage_key, utc_iso, write_manifest
 
 
 def write_rows_file(path: Path, rows: list[dict]) -> Path:
@@ -47,6 +48,8 @@ class Pipeline:
         self.rd = RunDir(self.root)
         self.device = pick_device(cfg.device)
         self.stages: dict[str, str] = {}
+        self.stage_times: list[dict] = []  # per stage: status, started_at (UTC), seconds
+        self._began: dict[str, tuple[str, float]] = {}
         self.n_stages, self.stage_no = 0, 0
         if cfg.threads:
             import torch
@@ -99,7 +102,7 @@ class Pipeline:
             self.log(msg + f" ({info['selection_seconds']:.1f}s)")
 
         folder = self.rd.cached(key, build, selector.cache_config(), log=self.stage_log)
-        self.stages[f"select/{key.key}"] = str(folder)
+        self.record_stage(f"select/{key.key}", folder, key)
         subset = json.loads((folder / "subset.json").read_text())
         info = json.loads((folder / "info.json").read_text())
         return key, {**subset, "info": info}
@@ -145,7 +148,7 @@ class Pipeline:
 
         folder = self.rd.cached(key, build, {"train": to_dict(cfg.train), "model": cfg.model,
                                              "n_examples": len(rows)}, log=self.stage_log)
-        self.stages[f"train/{key.key}"] = str(folder)
+        self.record_stage(f"train/{key.key}", folder, key)
         return key
 
     def train_warnings(self, key: StageKey) -> list[str]:
@@ -206,7 +209,7 @@ class Pipeline:
         folder = self.rd.cached(key, build, {"generate": to_dict(gcfg), "template": template,
                                              "resolved": generate_cache_config(gcfg, self.device),
                                              "train": train_key.key}, log=self.stage_log)
-        self.stages[f"generate/{key.key}"] = str(folder)
+        self.record_stage(f"generate/{key.key}", folder, key)
         return key
 
     # ------------------------------------------------------------------ reference NLL
@@ -256,18 +259,30 @@ class Pipeline:
                      f"({counts['new']} new calls, {counts['cached']} cached)")
 
         folder = self.rd.cached(key, build, judge.cache_identity(), log=self.stage_log)
-        self.stages[f"judge/{key.key}"] = str(folder)
+        self.record_stage(f"judge/{key.key}", folder, key)
         return json.loads((folder / "result.json").read_text())
 
     # ------------------------------------------------------------------ all
     def stage_log(self, msg: str) -> None:
         """Stage lines with an overall counter ("[run]    stage 3/9 train/..."), counting the
-        select/train/generate/judge stages the plan listed."""
+        select/train/generate/judge stages the plan listed; notes when each stage began."""
+        t = re.match(r"^\[(\w+)\]\s+(\w+/\S+)$", msg)
+        if t and t.group(1) in ("run", "cached"):
+            self._began[t.group(2)] = (t.group(1), time.time())
         m = re.match(r"^(\[\w+\]\s+)((?:select|train|generate|judge)/.*)$", msg)
         if m and self.n_stages:
             self.stage_no += 1
             msg = f"{m.group(1)}stage {self.stage_no}/{self.n_stages} {m.group(2)}"
         self.log(msg)
+
+    def record_stage(self, name: str, folder: Path, key: StageKey) -> None:
+        """The stage's folder, and (for the manifest) whether it ran or was cached, when it
+        began (UTC) and how long it took."""
+        self.stages[name] = str(folder)
+        status, t0 = self._began.pop(f"{key.stage}/{key.key}", ("cached", time.time()))
+        now = time.time()
+        self.stage_times.append({"stage": name, "status": status, "started_at": utc_iso(t0),
+                                 "seconds": round(now - t0, 3)})
 
     def build_selector(self):
         from ..selectors import build_selector
@@ -334,6 +349,7 @@ class Pipeline:
                     "setting_desc": self.setting_desc(), "warnings": warnings}
             for jn in cfg.judges:
                 results.append(self.judge(jn, gkey, full_gen, meta))
-        write_manifest(self.root, command or sys.argv, cfg, seeds, self.stages, update_last=True)
+        write_manifest(self.root, command or sys.argv, cfg, seeds, self.stages, update_last=True,
+                       stage_times=self.stage_times)
         write_leaderboard(Path(cfg.runs_dir).expanduser().resolve())
         return results

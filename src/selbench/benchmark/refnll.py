@@ -147,6 +147,6 @@ def refnll_stage(pipe, train_key) -> dict:
                  f"over {p.get('tokens', 0)} tokens")
 
     folder = pipe.rd.cached(key, build, {"template": template, "max_length": MAX_LENGTH,
-                                         "train": train_key.key}, log=pipe.log)
-    pipe.stages[f"refnll/{key.key}"] = str(folder)
+                                         "train": train_key.key}, log=pipe.stage_log)
+    pipe.record_stage(f"refnll/{key.key}", folder, key)
     return json.loads((folder / "result.json").read_text())
