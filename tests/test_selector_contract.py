@@ -16,6 +16,9 @@ def pool(tiny_pool_rows):
     return Pool("tiny", tiny_pool_rows, "test")
 
 
+RUN_FIELDS = {"selector", "description", "ratio", "seed", "pool_size", "n_selected"}
+
+
 @pytest.mark.parametrize("name", SELECTORS.names())
 def test_selector_contract(name, pool, tiny_model_dir, tmp_path):
     cls = SELECTORS.get(name)
@@ -34,6 +37,8 @@ def test_selector_contract(name, pool, tiny_model_dir, tmp_path):
         assert all(0 <= i < len(pool) for i in out.indices)
         assert np.asarray(out.scores).shape == (len(pool),)
         assert out.info["selection_seconds"] >= 0
+        # the run's own fields (pool size, ratio, seed...) are not the selector's to set
+        assert not set(out.info) & RUN_FIELDS, (name, set(out.info) & RUN_FIELDS)
         subsets[ratio] = out.indices
     # deterministic for a seed: a fresh selector and context give the same subset
     again = build_selector(name, params).run(

@@ -90,9 +90,9 @@ class Pipeline:
                                    shard_root=self.root / "shards")
             sel = selector.run(self.pool, ratio, ctx)
             np.save(tmp / "scores.npy", sel.scores)
-            info = {"selector": selector.name, "description": selector.description,
-                    "ratio": ratio, "seed": cfg.seed, "pool_size": len(self.pool),
-                    **sel.info, **{k: v for k, v in ctx.notes.items()}}
+            info = {**sel.info, **ctx.notes,  # the run's own fields win over a selector's
+                    "selector": selector.name, "description": selector.description,
+                    "ratio": ratio, "seed": cfg.seed, "pool_size": len(self.pool)}
             (tmp / "subset.json").write_text(json.dumps(
                 {"indices": sel.indices, "ids": [self.pool.rows[i]["id"] for i in sel.indices]}))
             (tmp / "info.json").write_text(json.dumps(info, indent=2, default=str))

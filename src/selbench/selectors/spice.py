@@ -495,8 +495,8 @@ class Spice(Selector):
         bar.close()
         short = K - len(picked)
         wall = time.perf_counter() - t_start
-        info = {"budget": K, "short_by": short, "reference": REFERENCE, "seed": seed,
-                "windows": len(windows), "pool_size": c.pool_size, "lora_params": P,
+        info = {"budget": K, "short_by": short, "reference": REFERENCE, "proxy_seed": seed,
+                "windows": len(windows), "window_size": c.pool_size, "lora_params": P,
                 "projection": proj_kind, "mode": c.mode,
                 "gradient_seconds": t_grad, "window_select_seconds": t_sel,
                 "train_seconds": t_train, "wall_seconds": wall,
