@@ -104,3 +104,16 @@ def test_numbers_are_formatted_once_and_not_reparsed(tmp_path):
     row = _row(md.split("## All results")[1], "gsnr")
     assert "1.000" in row and "0.80" in row and "[0.50, 1.50]" in row and "5%" in row
     assert "0.8" not in row and "1.0" not in row
+
+
+def test_training_warnings_are_shown_next_to_the_tables(tmp_path):
+    _result(tmp_path, "e", "j1", (6, 2, 2))
+    _result(tmp_path, "e", "j2", (6, 2, 2), selector="ifd")
+    res = next((tmp_path / "e" / "judge" / "j2").glob("*/result.json"))
+    data = json.loads(res.read_text())
+    data["warnings"] = ["subset model: 1 effective update (learning rate 0 at every other step)"]
+    res.write_text(json.dumps(data))
+    md = render(collect(tmp_path))
+    section = md.split("## Warnings")[1].split("## All results")[0]
+    assert "**ifd** lora alpaca / m / 5%, seed 0, judge j2: subset model: 1 effective update" in section
+    assert "gsnr" not in section

@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import report
 from .figures import make_figures
-from .render import LEGEND, _tag, details, table1_paper, table2_paper
+from .render import LEGEND, _tag, details, table1_paper, table2_paper, warnings_section
 from .study import collect_study
 
 FIG_TEXT = {
@@ -164,7 +164,7 @@ def publish(runs_dir: Path, out: Path, title: str | None = None, data_dir: str |
         "## Reference-answer NLL (judge-free, its own column)\n\n" + report.refnll_section(df),
         "## Cost next to quality\n\n" + report.cost_section(df),
         "## Figures\n\n" + ("\n".join(fig_md) if fig_md else "_no figure could be drawn_\n"),
-        "## Grid status\n\n" + _grid_status(runs_dir, exps),
+        "## Grid status\n\n" + _grid_status(runs_dir, exps) + warnings_section(df),
         "## All results\n\n" + LEGEND + "\n" + details(df) + "\n",
         "## Method notes\n\n" + METHOD.format(prompt_version=PROMPT_VERSION),
         "## Config fingerprints of every cell\n\n" + _fingerprints(df),

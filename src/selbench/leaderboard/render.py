@@ -222,6 +222,23 @@ def details(df: pd.DataFrame) -> str:
                                    "setting"], tablefmt="github", disable_numparse=True)
 
 
+def warnings_section(df: pd.DataFrame) -> str:
+    """Results whose models carry training warnings (e.g. <= 1 effective update, weights
+    unchanged): one line per result, so a suspicious number is flagged next to the tables."""
+    if df.empty or "warnings" not in df:
+        return ""
+    rows = df[df.eval_set == "pooled"] if "eval_set" in df else df
+    lines = []
+    for r in rows.itertuples(index=False):
+        w = getattr(r, "warnings", None)
+        if isinstance(w, str) and w:
+            lines.append(f"- **{r.selector}** {r.regime} {r.pool} / {r.model} / {r.ratio:.0%}, "
+                         f"seed {r.seed}, judge {r.judge}: {w}")
+    if not lines:
+        return ""
+    return "\n## Warnings\n\n" + "\n".join(sorted(set(lines))) + "\n"
+
+
 LEGEND = ("PWS = 1 + (W - L) / (W + T + L). **PWS** leaves prompts with an unparsed judge "
           "completion out (counted in `unparsed`); **PWS-compat** is the Cherry/Superfiltering "
           "rule, where an unparsed order counts as a tie.\n")
@@ -229,6 +246,7 @@ LEGEND = ("PWS = 1 + (W - L) / (W + T + L). **PWS** leaves prompts with an unpar
 
 def render(df: pd.DataFrame) -> str:
     return ("# selbench leaderboard\n\n" + table1(df) + "\n" + table_offline(df)
+            + warnings_section(df)
             + "\n## All results\n\n" + LEGEND + "\n" + details(df) + "\n")
 
 
