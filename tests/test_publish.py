@@ -9,9 +9,11 @@ def test_publish_writes_readme_csv_and_figures_with_relative_links(tmp_path, tin
 
     runs = make_study(tmp_path, tiny_pool_rows)
     out = tmp_path / "study"
-    rc = cli.main(["leaderboard", "--runs-dir", str(runs), "--publish", str(out), "--title", "T"])
+    rc = cli.main(["leaderboard", "--runs-dir", str(runs), "--publish", str(out), "--title", "T",
+                   "--note", "A smoke-scale study: read the MDE first."])
     assert rc == 0
     md = (out / "README.md").read_text()
+    assert md.startswith("# T\n") and "A smoke-scale study: read the MDE first." in md.split("## ")[0]
     for section in ("## Commands", "minimum detectable", "## Table 1", "## Table 2",
                     "## Table 1 on wizardlm only", "## Seeds", "## Paired comparisons",
                     "## Judges: agreement", "## Answer length", "## Reference-answer NLL",

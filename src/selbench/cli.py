@@ -139,7 +139,7 @@ def cmd_leaderboard(args) -> int:
         from .leaderboard.publish import publish
 
         readme = publish(Path(args.runs_dir), Path(args.publish), title=args.title,
-                         data_dir=args.data_dir)
+                         data_dir=args.data_dir, example_note=args.note)
         print(f"published {readme.parent}: README.md, leaderboard.csv, figures/")
         return 0
     print(md.read_text())
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--publish", metavar="DIR", help="write a self-contained study folder: "
                     "README.md (tables, statistics, figures, method notes), the CSV, figures/")
     lb.add_argument("--title", help="title of the published README")
+    lb.add_argument("--note", help="a paragraph placed under the title of the published README "
+                                   "(e.g. what scale the study is and how to read it)")
     lb.add_argument("--data-dir", help="data folder (pool rows and published subsets for the "
                     "figures; else $SELBENCH_DATA_DIR)")
     lb.set_defaults(fn=cmd_leaderboard)
