@@ -43,7 +43,7 @@ def _save(fig, out: Path, name: str, data: pd.DataFrame) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     data.to_csv(out / f"{name}.csv", index=False)
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png")
+    fig.savefig(out / f"{name}.png", bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -88,7 +88,7 @@ def fig_loss(df: pd.DataFrame, runs_dir: Path, out: Path, ratio: float | None = 
         if data.empty:
             continue
         plt = _plt()
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        fig, ax = plt.subplots(figsize=(8.4, 4.0))
         for label, d in data.groupby("model", sort=False):
             style = dict(color="black", lw=2) if label.startswith("full") else dict(marker="o", ms=3)
             ax.plot(d.step, d.loss, label=label, **style)
@@ -98,7 +98,7 @@ def fig_loss(df: pd.DataFrame, runs_dir: Path, out: Path, ratio: float | None = 
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss (mean token cross-entropy)")
         ax.set_title(f"Training loss, {regime}, subsets at {ratio:.0%} vs full data")
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # off the curves
         paths.append(_save(fig, out, f"fig3_loss_{regime}", data))
     return paths
 
