@@ -123,16 +123,21 @@ def _yerr(d: pd.DataFrame) -> list:
     return [(d.pws - d.ci_lo).clip(lower=0).fillna(0), (d.ci_hi - d.pws).clip(lower=0).fillna(0)]
 
 
-def fig_pws_vs_ratio(df: pd.DataFrame, out: Path) -> list[Path]:
+def _judge_panels(df: pd.DataFrame):
+    """One figure per judge group of the pooled rows: (file suffix, title, cell points, fig, ax)."""
     p = df[df.eval_set == "pooled"]
-    paths = []
     for i, (title, g) in enumerate(judge_groups(p)):
         data = _cell_points(g)
         if data.empty:
             continue
         data["judges"] = title
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        fig, ax = _plt().subplots(figsize=(6.4, 4.0))
+        yield (f"_{i}" if i else ""), title, data, fig, ax
+
+
+def fig_pws_vs_ratio(df: pd.DataFrame, out: Path) -> list[Path]:
+    paths = []
+    for suffix, title, data, fig, ax in _judge_panels(df):
         sels = sorted(set(data.selector))
         width = 0.004
         for j, (sel, d) in enumerate(data.groupby("selector")):
@@ -147,20 +152,13 @@ def fig_pws_vs_ratio(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("PWS vs full-data model (95% CI)")
         ax.set_title(f"PWS vs ratio ({title})", fontsize=9)
         ax.legend(fontsize=7, loc="best")
-        paths.append(_save(fig, out, "pws_vs_ratio" + (f"_{i}" if i else ""), data))
+        paths.append(_save(fig, out, "pws_vs_ratio" + suffix, data))
     return paths
 
 
 def fig_cost_vs_pws(df: pd.DataFrame, out: Path) -> list[Path]:
-    p = df[df.eval_set == "pooled"]
     paths = []
-    for i, (title, g) in enumerate(judge_groups(p)):
-        data = _cell_points(g)
-        if data.empty:
-            continue
-        data["judges"] = title
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for suffix, title, data, fig, ax in _judge_panels(df):
         markers = "osD^v<>pXh*"
         for j, (sel, d) in enumerate(data.groupby("selector")):
             ax.errorbar(d.selection_seconds.clip(lower=0.01), d.pws,
@@ -175,7 +173,7 @@ def fig_cost_vs_pws(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("PWS vs full-data model (95% CI)")
         ax.set_title(f"Selection cost vs quality ({title}); labels = ratio", fontsize=9)
         ax.legend(fontsize=7, loc="best")
-        paths.append(_save(fig, out, "cost_vs_pws" + (f"_{i}" if i else ""), data))
+        paths.append(_save(fig, out, "cost_vs_pws" + suffix, data))
     return paths
 
 
