@@ -361,16 +361,21 @@ _register_eval(EvalSet("sinstruct", "eval_prompts/sinstruct_test_set.jsonl",
                        lambda r: str(r["id"]), _sinstruct_prompt), "self-instruct")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def parse_jsonl(lines, path, error: type[Exception], unit: str = "row") -> list:
+    """One JSON value per non-blank line; a bad line raises ``error`` naming file and line."""
     out = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise PoolError(f"{path}: row {i}: invalid JSON ({e.msg})") from None
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise error(f"{path}: {unit} {i}: invalid JSON ({e.msg})") from None
     return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return parse_jsonl(f, path, PoolError)
 
 
 PROMPT_FIELDS = ("prompt", "instruction", "question", "text", "Instruction")

@@ -38,14 +38,9 @@ def _rows(path: Path) -> list[dict]:
         if not isinstance(data, list):
             raise AnswerFormatError(f"{path}: expected a JSON list")
         return data
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise AnswerFormatError(f"{path}: line {i}: invalid JSON ({e.msg})") from None
-    return out
+    from ..data import parse_jsonl
+
+    return parse_jsonl(text.splitlines(), path, AnswerFormatError, unit="line")
 
 
 def detect_format(row: dict) -> str:
