@@ -166,3 +166,15 @@ def test_hf_local_judge_records_completions_or_unparsed(tmp_path, tiny_model_dir
     # a random tiny model writes no scores: every prompt is counted as unparsed, not a tie
     assert summary["pooled"]["unparsed"] == 2 and summary["pooled"]["tie"] == 0
     assert all(isinstance(r["raw_ab"], str) for r in rows)
+
+
+def test_retry_counts_add_up_over_batches_of_one_judge(tmp_path, monkeypatch):
+    monkeypatch.setenv("SELBENCH_TEST_KEY", "x")
+    with FaultServer({1: "500", 4: "500"}) as srv:
+        judge = load_judge(judge_yaml(tmp_path, srv.url, max_retries=2, concurrency=1))
+        judge_items(judge, build_items(*answers(1)), CompletionCache(tmp_path / "a.jsonl"), progress=False)
+        assert judge.stats["retries"] == 1 and judge.stats["calls"] == 2
+        a, b = answers(2)
+        judge_items(judge, build_items({"vicuna": a["vicuna"][1:]}, {"vicuna": b["vicuna"][1:]}),
+                    CompletionCache(tmp_path / "b.jsonl"), progress=False)
+        assert srv.calls == 6 and judge.stats["retries"] == 2 and judge.stats["calls"] == 4

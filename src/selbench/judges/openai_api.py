@@ -166,9 +166,7 @@ class OpenAIJudge(Judge):
 
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:
-        self._lock = threading.Lock()
-        self._requests = self._asked = 0
-        client = self._client()
+        client = self._client()  # counters and lock live for the judge: retries add up over batches
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
             futs = {pool.submit(self.call_one, client, it, it.meta.get("label", str(i))): i
                     for i, it in enumerate(items)}
