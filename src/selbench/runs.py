@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -364,9 +365,7 @@ def device_info() -> dict[str, Any]:
 
 def utc_iso(t: float | None = None) -> str:
     """A POSIX time as an ISO-8601 UTC timestamp (manifests only; never in paths)."""
-    import datetime as _dt
-
-    return _dt.datetime.fromtimestamp(time.time() if t is None else t, _dt.timezone.utc).isoformat(
+    return datetime.fromtimestamp(time.time() if t is None else t, timezone.utc).isoformat(
         timespec="seconds")
 
 
@@ -415,10 +414,8 @@ def write_manifest(root: Path, command: list[str], config: Any, seeds: dict,
             entry["started_at"] = old.get("started_at", entry["started_at"])
             entry["finished_at"] = utc_iso()
             try:
-                import datetime as _dt
-
-                entry["wall_seconds"] = round((_dt.datetime.fromisoformat(entry["finished_at"])
-                                               - _dt.datetime.fromisoformat(entry["started_at"])).total_seconds())
+                entry["wall_seconds"] = round((datetime.fromisoformat(entry["finished_at"])
+                                               - datetime.fromisoformat(entry["started_at"])).total_seconds())
             except (TypeError, ValueError):
                 pass
             entry["stage_times"] = stage_times or []
