@@ -23,7 +23,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
 KNOWN_ARGS = {
     "model", "messages", "temperature", "top_p", "n", "stream", "stream_options", "stop",
     "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",

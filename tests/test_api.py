@@ -5,11 +5,10 @@ import sys
 import textwrap
 
 import numpy as np
+from conftest import REPO
 
 import selbench
 from selbench.selectors import SELECTORS
-
-from conftest import REPO
 
 PLUGIN = REPO / "tests" / "plugins" / "longest_output_selector.py"
 
@@ -44,6 +43,7 @@ def test_plugin_file_registers_a_selector_that_passes_the_contract(tiny_pool_row
     load_plugin(str(PLUGIN))
     assert "plugin-longest" in SELECTORS
     from test_selector_contract import test_selector_contract
+
     from selbench.data import Pool
 
     test_selector_contract("plugin-longest", Pool("tiny", tiny_pool_rows, "t"), tiny_model_dir, tmp_path)

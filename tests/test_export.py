@@ -1,10 +1,10 @@
 """bench export: a subset with source positions and scores; answers in alpaca_eval format."""
 import json
 
+from test_pipeline import write_config
+
 from selbench.cli import main
 from selbench.config import build_config
-
-from test_pipeline import write_config
 
 
 def test_export_subset_jsonl_and_hf_with_source_positions(tmp_path, tiny_model_dir, data_dir,

@@ -59,7 +59,7 @@ class _StubJudge:
 
 
 def test_judges_both_orders_caches_and_writes_result_files(data_dir, tmp_path, monkeypatch):
-    import selbench.judges as judges_pkg
+    import selbench.judges.external as judges_pkg
 
     monkeypatch.setattr(judges_pkg, "load_judge", lambda name: _StubJudge())
     sel = tmp_path / "gen"
@@ -76,7 +76,7 @@ def test_judges_both_orders_caches_and_writes_result_files(data_dir, tmp_path, m
     assert (p["win"], p["tie"], p["lose"], p["unparsed"]) == (2, 0, 2, 0) and p["pws"] == 1.0
     assert res["only_in_b"] == 76 and res["formats_a"] == {"selbench": 4}
     assert _StubJudge.calls == 8  # both orders
-    folder = tmp_path / "runs" / "external" / "stub"
+    folder = tmp_path / "runs" / "external" / "judge" / "stub"  # a run's judge layout
     assert (folder / "cache.jsonl").exists()
     rows = [json.loads(l) for l in (next(folder.glob("gen__vs__*")) / "judgments.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["raw_ab"] and r["raw_ba"] for r in rows)

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 import torch
-
-from selbench.gradients import (ProfileConfig, Projector, attach_members, build_profile, collate,
-                                member_params, per_example_lora_grad_norms, per_example_losses,
-                                scored_losses)
-
 from conftest import make_tiny_llama
+
+from selbench.selectors.proxy.config import ProfileConfig
+from selbench.selectors.proxy.pergrad import per_example_lora_grad_norms
+from selbench.selectors.proxy.profile import attach_members, build_profile, member_params
+from selbench.selectors.proxy.projections import Projector
+from selbench.selectors.proxy.scoring import collate, per_example_losses, scored_losses
 
 
 def _lora_model(vocab=64, members=1, seed=0):
@@ -129,7 +130,7 @@ def _tiny_gpt2(tokenizer, dropout=0.1):
 def test_pass_records_at_theta_e_with_dropout_off(tokenizer):
     """record=pass: epoch-1 norms are exactly the norms at member 0's weights after epoch 1
     (the saved snapshot) with the backbone in eval mode, although GPT-2 has dropout 0.1."""
-    from selbench.gradients import tokenize_pool
+    from selbench.selectors.proxy.scoring import tokenize_pool
 
     cfg = ProfileConfig(members=2, epochs=2, batch_size=4, max_length=64, learning_rate=1e-2,
                         record="pass", projection_dim=0, seed=3)
@@ -158,9 +159,9 @@ def test_pass_records_at_theta_e_with_dropout_off(tokenizer):
 
 
 def test_run_seed_reaches_the_profile(tiny_pool_rows, tiny_model_dir, tmp_path):
-    from selbench.gradients import cached_profile
     from selbench.runs import RunDir
     from selbench.selectors.base import SelectionContext
+    from selbench.selectors.proxy.profile import cached_profile
 
     cfg = ProfileConfig(proxy=tiny_model_dir, members=2, epochs=2, batch_size=4, max_length=64,
                         learning_rate=1e-2, projection_dim=0)

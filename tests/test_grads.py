@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-
-from selbench.gradients import collate, per_example_embedding_head_norms, per_example_losses
-from selbench.selectors.grads import kde_band_scores, zscore
-
 from conftest import make_tiny_llama
+
+from selbench.selectors.grads import kde_band_scores, zscore
+from selbench.selectors.proxy.pergrad import per_example_embedding_head_norms
+from selbench.selectors.proxy.scoring import collate, per_example_losses
 
 
 def test_embedding_and_head_norms_match_materialised_per_example_gradients():

@@ -126,10 +126,11 @@ def test_run_grid_order_keeps_going_and_exit_code(tmp_path, monkeypatch, capsys)
                 raise RuntimeError("boom")
             return [{"judge": "j", "summary": {"pooled": {"pws": 1.1}}}]
 
-    monkeypatch.setattr(pl, "Pipeline", FakePipeline)
-    monkeypatch.setattr("selbench.benchmark.grid.plan_grid",
-                        lambda g: {"cells": [], "shared": {}, "problems": []})
-    monkeypatch.setattr("selbench.leaderboard.write_leaderboard", lambda d: (d / "a", d / "b"))
+    monkeypatch.setattr("selbench.benchmark.grid.Pipeline", FakePipeline)
+    monkeypatch.setattr("selbench.cli.plan_grid",
+                        lambda g: {"cells": [], "stages": 0, "to_run": 0, "by_stage": {},
+                                   "seconds": None, "judge_cost": (None, None), "problems": {}})
+    monkeypatch.setattr("selbench.cli.write_leaderboard", lambda d: (d / "a", d / "b"))
     rc = cli.main(["grid", str(grid), "--quiet"])
     assert rc == 1
     # the two full-data baselines first, then every cell, the failed one included
@@ -151,7 +152,7 @@ def test_grid_runs_shares_the_baseline_keeps_going_and_resumes(tmp_path, tiny_mo
     grid = _tiny_grid(tmp_path, tiny_model_dir, data_dir, tiny_pool_rows)
     calls = []
     real = tr.train_model
-    monkeypatch.setattr(tr, "train_model", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    monkeypatch.setattr("selbench.benchmark.pipeline.train_model", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
     g = load_grid(grid)
     assert len(g.cells) == 3
     text = render_grid_plan(g, plan_grid(g))

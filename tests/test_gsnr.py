@@ -57,7 +57,7 @@ def test_ablations_share_one_cached_profile(tiny_pool_rows, tiny_model_dir, tmp_
     assert sum(m.startswith("[run]") for m in logs) == 1  # one proxy training
     assert sum(m.startswith("[cached]") for m in logs) == 3
     assert len(list((tmp_path / "profiles").iterdir())) == 1
-    from selbench.gradients import Profile
+    from selbench.selectors.proxy.profile import Profile
 
     prof = Profile.load(next((tmp_path / "profiles").iterdir()))
     np.testing.assert_allclose(scores["gsnr"], gsnr_utility(prof.norms, 1, 2, 1e-8))

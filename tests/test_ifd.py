@@ -2,11 +2,10 @@ import math
 
 import numpy as np
 import pytest
+from conftest import make_tiny_llama
 
 from selbench.selectors.ifd import (facility_location_greedy, filter_and_rank, ifd_scores,
                                     reference_ifd_scores)
-
-from conftest import make_tiny_llama
 
 RECORDS = [
     {"instruction": "Name a colour.", "input": "", "output": "Blue is a colour."},

@@ -2,15 +2,14 @@
 rejects what each real API rejects (HTTP 400), never one that accepts everything."""
 import pytest
 import yaml
+from conftest import REPO
+from fake_openai_server import FaultServer, validate_request
 
 from selbench.config import ConfigError
 from selbench.judges.base import CompletionCache, load_judge
 from selbench.judges.openai_api import JudgeCallError
 from selbench.judges.requests import resolve_family
 from selbench.judges.stage import build_items, judge_items, reduce
-
-from conftest import REPO
-from fake_openai_server import FaultServer, validate_request
 
 JUDGES = REPO / "configs" / "judges"
 

@@ -8,14 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from selbench.launch import free_port
+from fake_openai_server import FaultServer
 
 from selbench.judges.base import CompletionCache, load_judge
 from selbench.judges.openai_api import JudgeCallError
 from selbench.judges.stage import build_items, judge_items, reduce, usage_of
-
-from fake_openai_server import FaultServer
+from selbench.launch import free_port
 
 
 def judge_yaml(tmp_path, url, **kw) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from selbench.config import LaunchConfig, TrainConfig, grad_accum_for, train_identity
+from selbench.config import LaunchConfig, TrainConfig, grad_accum_for, resolved_train
 
 
 def _losses(folder):
@@ -18,9 +18,20 @@ def _losses(folder):
 def test_effective_batch_is_kept_whatever_the_number_of_processes():
     t = TrainConfig(batch_size=4, effective_batch=128)
     assert grad_accum_for(t, 1) == 32 and grad_accum_for(t, 8) == 4
-    # the split is not part of the train stage's cache key; the recipe is
-    assert train_identity(t) == train_identity(TrainConfig(batch_size=8, grad_accum=3, effective_batch=128))
-    assert train_identity(t) != train_identity(TrainConfig(batch_size=4, effective_batch=64))
+    # the split is not part of the train stage's cache key; the resolved recipe is
+    key = resolved_train(t, 1, "cpu")
+    assert key == resolved_train(TrainConfig(batch_size=8, grad_accum=3, effective_batch=128), 8, "cpu")
+    assert key != resolved_train(TrainConfig(batch_size=4, effective_batch=64), 1, "cpu")
+
+
+def test_the_process_count_is_in_the_train_key_when_effective_batch_is_unset():
+    """Issue 22: 2 processes x batch 4 train with batch 8 per step; 1 process with batch 4."""
+    t = TrainConfig(batch_size=4)
+    one, two = resolved_train(t, 1, "cpu"), resolved_train(t, 2, "cpu")
+    assert one["effective_batch"] == 4 and two["effective_batch"] == 8 and one != two
+    # and the same examples per step are the same recipe, however split
+    assert two == resolved_train(TrainConfig(batch_size=8), 1, "cpu")
+    assert two == resolved_train(TrainConfig(batch_size=2, grad_accum=2), 2, "cpu")
 
 
 @pytest.mark.slow
@@ -35,10 +46,9 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_model_dir, tiny_
     rank draws its own dropout masks, so with dropout the runs agree only in distribution."""
     from safetensors.torch import load_file
 
-    from selbench.benchmark.pipeline import write_rows_file
     from selbench.benchmark.train import train_model
     from selbench.config import to_dict
-    from selbench.launch import run_workers
+    from selbench.launch import run_workers, write_job_rows
 
     rows = tiny_pool_rows[:16]
     cfg = TrainConfig(method="lora", batch_size=2, effective_batch=8, epochs=1,
@@ -50,7 +60,7 @@ def test_two_process_training_equals_one_process(tmp_path, tiny_model_dir, tiny_
     two = tmp_path / "two"
     two.mkdir()
     job = tmp_path / "job"
-    write_rows_file(job / "rows.jsonl", rows)
+    write_job_rows(job / "rows.jsonl", rows)
     run_workers("train", {"model": tiny_model_dir, "rows_file": str(job / "rows.jsonl"),
                           "train": to_dict(cfg), "out": str(two), "device": "cpu", "processes": 2},
                 LaunchConfig(launcher="torchrun", num_processes=2), job, log=lambda m: None)
@@ -104,7 +114,8 @@ def test_sharded_ifd_two_processes_equal_one_and_resume_per_shard(tmp_path, tiny
 @pytest.mark.slow
 def test_sharded_profile_two_processes_equal_one_and_resume_per_member(tmp_path, tiny_model_dir,
                                                                       tiny_pool_rows):
-    from selbench.gradients import ProfileConfig, build_profile
+    from selbench.selectors.proxy.config import ProfileConfig
+    from selbench.selectors.proxy.profile import build_profile
 
     cfg = ProfileConfig(proxy=tiny_model_dir, members=3, epochs=2, batch_size=4, max_length=64,
                         learning_rate=1e-2, projection_dim=16, seed=0)

@@ -2,8 +2,12 @@
 import pytest
 import torch
 
-from selbench.gradients import ProfileConfig, attach_members, collate, member_params, per_example_lora_grad_norms
-from selbench.models import EMBEDDED_MODELS, embedded_gguf, default_lora_targets, load_model, load_tokenizer
+from selbench.models import (EMBEDDED_MODELS, default_lora_targets, embedded_gguf, load_model,
+                             load_tokenizer)
+from selbench.selectors.proxy.config import ProfileConfig
+from selbench.selectors.proxy.pergrad import per_example_lora_grad_norms
+from selbench.selectors.proxy.profile import attach_members, member_params
+from selbench.selectors.proxy.scoring import collate
 from selbench.templates import tokenize_example
 
 

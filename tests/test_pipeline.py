@@ -1,7 +1,7 @@
 """Pipeline: stage caching, resume after a crash, manifest, leaderboard (tiny model)."""
-import re
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,8 +33,7 @@ def write_config(tmp_path, tiny_model_dir, data_dir, rows, **extra) -> Path:
 
 def test_resume_after_crash_recomputes_nothing_finished(tmp_path, tiny_model_dir, data_dir,
                                                         tiny_pool_rows, monkeypatch):
-    from selbench.benchmark import pipeline as pl
-    from selbench.benchmark import train as tr
+    from selbench.benchmark import pipeline as pl, train as tr
 
     cfg = build_config([str(write_config(tmp_path, tiny_model_dir, data_dir, tiny_pool_rows))])
     calls = {"train": 0}
@@ -44,7 +43,7 @@ def test_resume_after_crash_recomputes_nothing_finished(tmp_path, tiny_model_dir
         calls["train"] += 1
         return real_train(*a, **k)
 
-    monkeypatch.setattr(tr, "train_model", counting_train)
+    monkeypatch.setattr(pl, "train_model", counting_train)
 
     def crash(self, *a, **k):
         raise KeyboardInterrupt("simulated crash during judging")
@@ -59,7 +58,7 @@ def test_resume_after_crash_recomputes_nothing_finished(tmp_path, tiny_model_dir
     assert len([p for p in done_before if str(p).startswith("generate/")]) == 2
 
     monkeypatch.undo()
-    monkeypatch.setattr(tr, "train_model", counting_train)
+    monkeypatch.setattr(pl, "train_model", counting_train)
     logs = []
     results = pl.Pipeline(cfg, progress=False, log=logs.append).run(["bench", "run"])
     assert calls["train"] == 2  # nothing retrained

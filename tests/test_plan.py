@@ -4,27 +4,26 @@ before any compute."""
 import json
 
 import pytest
+from conftest import REPO
 
 from selbench.benchmark.pipeline import Pipeline
 from selbench.cli import main
 from selbench.config import build_config
-from selbench.plan import make_plan, render_plan
+from selbench.benchmark.plan import make_plan, render_plan
 from selbench.selectors import SELECTORS
 from selbench.selectors.base import models_used
-
-from conftest import REPO
 
 PAPER = REPO / "configs" / "paper"
 LAYERS = {"base.yaml", "proxy-gpt2.yaml", "launch-8gpu.yaml", "launch-8gpu-fsdp.yaml"}
 GRIDS = {p.name for p in PAPER.glob("grid-*.yaml")}  # expanded by tests/test_grid.py
 EXPERIMENTS = sorted(p for p in PAPER.glob("*.yaml") if p.name not in LAYERS | GRIDS)
-ALLOWED = {"needs-hub", "needs-gpu", "needs-key", "needs-server", "needs-vllm"}
+ALLOWED = {"needs-hub", "needs-gpu", "needs-key", "needs-server", "needs-vllm", "needs-memory"}
 
 
 @pytest.fixture(scope="module")
 def cached_pools():
     """The 52k pool is read once for the whole module (the plan reads it for each config)."""
-    from selbench.benchmark import pipeline
+    from selbench.benchmark import stages
     from selbench.data import load_pool
 
     memo = {}
@@ -36,7 +35,7 @@ def cached_pools():
         return memo[key]
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(pipeline, "load_pool", cached)
+    mp.setattr(stages, "load_pool", cached)
     yield
     mp.undo()
 
@@ -148,7 +147,8 @@ def test_plan_cli_lists_stages_and_estimates(tmp_path, data_dir, capsys):
     assert rc == 0 and "no problems: ready to run" in out
     assert "[ run] train/full-" in out and "select/random-r0.05-s0-" in out
     assert "train full: 200 examples, 25 optimizer steps" in out  # smoke: 200 ex, batch 8
-    assert "train random r=0.1: 20 examples, 3 optimizer steps" in out
+    # min_steps 10 (smoke config): the plan counts the steps training takes (issue 17)
+    assert "train random r=0.1: 20 examples, 10 optimizer steps" in out
     assert "judge offline-refsim-minilm: 80 calls" in out  # 2 orders x 20 prompts x 2 ratios
     assert not (tmp_path / "p").exists()  # planning writes nothing
 

@@ -305,7 +305,6 @@ def test_one_row_pool_is_warned_in_the_run_and_in_results(tmp_path, monkeypatch,
     model, judged against itself. The run says so; result.json and the CSV carry it."""
     from types import SimpleNamespace
 
-    import selbench.plan as plan
     from selbench.benchmark import pipeline as pl
     from selbench.runs import StageKey
 
@@ -314,8 +313,8 @@ def test_one_row_pool_is_warned_in_the_run_and_in_results(tmp_path, monkeypatch,
     cfg = build_config([], {"experiment": "one", "runs_dir": str(tmp_path / "runs"),
                             "data.pool": str(pool), "data.data_dir": str(data_dir),
                             "data.eval_limit": 1, "ratios": [0.05]})
-    monkeypatch.setattr(plan, "make_plan", lambda cfg, pipeline: (
-        pipeline.load_data(), SimpleNamespace(problems=[], stages=[], estimates={}))[1])
+    monkeypatch.setattr(pl, "make_plan", lambda cfg, **kw: SimpleNamespace(
+        problems=[], stages=[], estimates={}))
     k = StageKey("x", "full", "00000000")
     seen = {}
     monkeypatch.setattr(pl.Pipeline, "select", lambda self, s, r: (

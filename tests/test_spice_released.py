@@ -3,10 +3,9 @@ import math
 
 import numpy as np
 import pytest
-
-from selbench.selectors.spice import (epoch_order, select_window, window_budgets)
-
 from conftest import make_tiny_llama
+
+from selbench.selectors.spice import epoch_order, select_window, window_budgets
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,8 +148,9 @@ def examples(tokenizer):
 
 
 def _lora(tokenizer, dropout):
-    from selbench.selectors.spice import attach_lora
     import torch
+
+    from selbench.selectors.spice import attach_lora
 
     model = make_tiny_llama(len(tokenizer), seed=3)
     torch.manual_seed(0)

@@ -30,18 +30,18 @@ def test_logging_is_not_part_of_any_cache_key(tmp_path, tiny_model_dir, data_dir
                                               monkeypatch):
     """report_to reaches TRL's SFTConfig but never a stage key (turning logging on retrains
     nothing)."""
+    from test_pipeline import write_config
+
     from selbench.benchmark import train as tr
     from selbench.benchmark.pipeline import Pipeline
     from selbench.config import build_config
-
-    from test_pipeline import write_config
 
     path = write_config(tmp_path, tiny_model_dir, data_dir, tiny_pool_rows)
     a = Pipeline(build_config([str(path)]), progress=False)
     b = Pipeline(build_config([str(path)], {"report_to": ["tensorboard"]}), progress=False)
     for p in (a, b):
         p.load_data()
-    assert a.train_key("full", None) == b.train_key("full", None)
+    assert a.keys.train_key("full", None) == b.keys.train_key("full", None)
     seen = {}
 
     class Stop(Exception):

@@ -129,9 +129,11 @@ def test_vllm_backend_gets_exactly_the_hf_prompt_ids(style):
     assert all(set(p) == {"prompt_token_ids"} for p in eng.llm.seen)  # no text to re-tokenize
 
 
-def test_stage_key_settings():
+def test_stage_key_settings(monkeypatch):
+    from selbench import hardware
     from selbench.benchmark.generate import generate_cache_config, resolve_dtype
 
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: False)  # an AVX2-only CPU
     hf = generate_cache_config(GenerateConfig(), "cpu")
     assert hf["dtype"] == "float32" and "kv_cache_gb" not in hf and "tensor_parallel_size" not in hf
     v = generate_cache_config(GenerateConfig(backend="vllm", kv_cache_gb=5), "cpu")
@@ -139,8 +141,12 @@ def test_stage_key_settings():
     assert "kv_cache_gb" not in v and "gpu_memory_utilization" not in v and "batch_size" not in v
     assert v == generate_cache_config(GenerateConfig(backend="vllm", kv_cache_gb=1,
                                                      gpu_memory_utilization=0.5, batch_size=3), "cpu")
-    assert resolve_dtype(GenerateConfig(backend="vllm"), "cuda") == "auto"
     assert resolve_dtype(GenerateConfig(backend="vllm", dtype="bfloat16"), "cpu") == "bfloat16"
+    # auto = bf16 where the device has it natively (a bf16 GPU, an avx512_bf16/AMX CPU);
+    # the resolved dtype is what the stage key hashes
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: True)
+    assert resolve_dtype(GenerateConfig(backend="vllm"), "cuda") == "bfloat16"
+    assert generate_cache_config(GenerateConfig(), "cpu")["dtype"] == "bfloat16" != hf["dtype"]
 
 
 def test_config_validates_generate_settings():
@@ -177,7 +183,12 @@ def test_pipeline_asks_for_vllm_before_any_work(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)
     pipe = Pipeline(build_config(sets=["generate.backend=vllm", f"runs_dir={tmp_path}",
                                        "device=cpu"]), progress=False, log=lambda m: None)
-    pipe.evals = {"vicuna": [{"id": "1", "prompt": "Hi?"}]}
+    from selbench.benchmark.stages import RunData, Stages
+    from selbench.data import Pool
+
+    pipe.data = RunData("x", Pool("x", [{"id": "a", "instruction": "i", "input": "", "output": "o"}],
+                                  "x"), {"vicuna": [{"id": "1", "prompt": "Hi?"}]})
+    pipe.keys = Stages(pipe.cfg, pipe.data, "cpu")
     with pytest.raises(g.BackendUnavailable, match="needs vLLM"):
         pipe.generate(StageKey("train", "full", "00000000"))
     assert not any(tmp_path.rglob("*.jsonl"))
@@ -283,7 +294,7 @@ def test_pipeline_generate_vllm_equals_hf(vllm_engine, smollm2, lora_adapter, ev
     answers as with backend hf, for a LoRA train stage."""
     import shutil
 
-    from selbench.benchmark.generate import VLLMEngine, _ENGINES, read_answers
+    from selbench.benchmark.generate import _ENGINES, VLLMEngine, read_answers
     from selbench.benchmark.pipeline import Pipeline
     from selbench.config import build_config
     from selbench.runs import StageKey

@@ -14,12 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from selbench.launch import free_port
 import yaml
 
 from selbench.judges.base import CompletionCache, load_judge
 from selbench.judges.stage import build_items, judge_items, reduce, usage_of
+from selbench.launch import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = "smollm2-135m-instruct"

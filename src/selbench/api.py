@@ -20,10 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .benchmark.pipeline import Pipeline
+from .config import ProxyConfig, build_config, configs_root, from_dict
+from .data import Pool, load_pool, validate_rows
+from .hardware import pick_device
+from .benchmark.plan import make_plan, render_plan
+from .selectors import SelectionContext, build_selector
+
 
 def _config(config=None, **overrides):
-    from .config import build_config, configs_root
-
     files = [config] if isinstance(config, (str, Path)) else list(config or [configs_root() / "default.yaml"])
     flat = {}
     for k, v in overrides.items():
@@ -41,16 +46,12 @@ def _config(config=None, **overrides):
 
 def plan_text(config=None, **overrides) -> str:
     """The rendered plan of a run (nothing is computed)."""
-    from .plan import make_plan, render_plan
-
     cfg = _config(config, **overrides)
     return render_plan(make_plan(cfg), cfg)
 
 
 def run(config=None, progress: bool = True, **overrides) -> list[dict]:
     """Run the benchmark (select -> train -> generate -> judge) and return the judge results."""
-    from .benchmark.pipeline import Pipeline
-
     return Pipeline(_config(config, **overrides), progress=progress).run(["selbench.run"])
 
 
@@ -60,10 +61,6 @@ def select(selector: str, ratio: float = 0.05, pool: Any = "alpaca", pool_size: 
     """Run one selector on a pool and return its :class:`~selbench.selectors.Selection`
     (``indices`` in rank order, ``scores`` for every pool example, ``info``). `pool` is a
     known name, a file path, a Hugging Face id, or a list of Alpaca-format dicts."""
-    from .config import ProxyConfig, from_dict
-    from .data import Pool, load_pool, validate_rows
-    from .models import pick_device
-    from .selectors import SelectionContext, build_selector
 
     if isinstance(pool, list):
         rows, skipped = validate_rows(list(enumerate(pool, 1)), "select(pool=...)")

@@ -4,25 +4,44 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
+import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import yaml
+
+from . import perf
+from .benchmark.grid import (dump_cells, load_grid, plan_grid, render_grid_plan, render_summary,
+                             run_grid)
+from .benchmark.pipeline import Pipeline
+from .config import ConfigError, build_config, configs_root, to_dict
+from .data import EVAL_SETS, DataNotFound, PoolError
+from .export import export_answers, export_subset
+from .judges import JUDGE_TYPES, judge_paths
+from .judges.external import judge_files, render_result
+from .judges.reparse import reparse_all
+from .judges.stage import scrub_secrets
+from .leaderboard import collect, render, write_leaderboard
+from .leaderboard.plots import plot_trajectories
+from .leaderboard.publish import publish
+from .models import EMBEDDED_MODELS
+from .benchmark.plan import PlanError, make_plan, render_plan
+from .plugins import load_plugin
+from .registry import RegistryError
+from .runs import DamagedStage, DiskFull
+from .selectors import SELECTORS
 
 
 def _default_config_files(args) -> list[str]:
     if args.config:
         return args.config
-    from .config import configs_root
 
     default = configs_root() / "default.yaml"
     return [str(default)] if default.exists() else []
 
 
 def cmd_ls(args) -> int:
-    from .data import EVAL_SETS
-    from .judges import JUDGE_TYPES, judge_paths
-    from .models import EMBEDDED_MODELS
-    from .selectors import SELECTORS
-
     print("selectors:")
     for n in SELECTORS.names():
         cls = SELECTORS.get(n)
@@ -30,8 +49,6 @@ def cmd_ls(args) -> int:
         print(f"  {n:<16} {cls.description}" + (f"  (aliases: {', '.join(al)})" if al else ""))
     print("judges (configs/judges/*.yaml):")
     for n, p in judge_paths().items():
-        import yaml
-
         t = (yaml.safe_load(p.read_text()) or {}).get("type", "?")
         print(f"  {n:<24} type={t}")
     print("judge types: " + ", ".join(JUDGE_TYPES.names()))
@@ -50,8 +67,6 @@ def _run_overrides(args) -> dict:
     if args.selector:
         o["selector"] = args.selector
     if args.ratio is not None:
-        from .config import ConfigError
-
         try:
             o["ratios"] = [float(x) for x in args.ratio.split(",")]
         except ValueError:
@@ -73,18 +88,12 @@ def _run_overrides(args) -> dict:
 
 
 def _print_config(cfg) -> int:
-    import yaml
-
-    from .config import to_dict
-
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
     return 0
 
 
 def _silence_libraries() -> None:
     """--quiet: our stage lines only (no library warnings, dataset bars or step dicts)."""
-    import warnings
-
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     os.environ["TQDM_DISABLE"] = "1"
     warnings.filterwarnings("ignore")
@@ -99,9 +108,6 @@ def _silence_libraries() -> None:
 
 
 def cmd_plan(args) -> int:
-    from .config import build_config
-    from .plan import make_plan, render_plan
-
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
     if args.print_config:
         return _print_config(cfg)
@@ -111,10 +117,6 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .benchmark.pipeline import Pipeline
-    from .config import build_config
-    from .selectors import SELECTORS
-
     if args.dry_run or args.print_config:
         return cmd_plan(args)
     if args.quiet:
@@ -122,7 +124,6 @@ def cmd_run(args) -> int:
     SELECTORS.canonical(args.selector) if args.selector else None  # did-you-mean early
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
     results = Pipeline(cfg, progress=not args.quiet).run([Path(sys.argv[0]).name, *sys.argv[1:]])
-    from .leaderboard import collect, render
 
     df = collect(Path(cfg.runs_dir).expanduser().resolve())
     keys = {r["model_a"] for r in results}
@@ -132,12 +133,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from .leaderboard import write_leaderboard
-
     csv, md = write_leaderboard(Path(args.runs_dir))
     if args.publish:
-        from .leaderboard.publish import publish
-
         readme = publish(Path(args.runs_dir), Path(args.publish), title=args.title,
                          data_dir=args.data_dir, example_note=args.note)
         print(f"published {readme.parent}: README.md, leaderboard.csv, figures/")
@@ -153,7 +150,6 @@ def cmd_judge(args) -> int:
             print("error: bench judge needs --answers-a, --answers-b and --judge together",
                   file=sys.stderr)
             return 2
-        from .judges.external import judge_files, render_result
 
         res = judge_files(args.answers_a, args.answers_b, args.judge, args.runs_dir,
                           args.data_dir, args.eval_set)
@@ -164,20 +160,15 @@ def cmd_judge(args) -> int:
         print("error: bench judge needs --reparse, or --answers-a A --answers-b B --judge J",
               file=sys.stderr)
         return 2
-    from .judges.reparse import reparse_all
 
     n = reparse_all(Path(args.runs_dir))
     print(f"re-parsed {n} judge results from cached completions (no API calls)")
-    from .leaderboard import write_leaderboard
 
     write_leaderboard(Path(args.runs_dir))
     return 0
 
 
 def cmd_grid(args) -> int:
-    from .benchmark.grid import (dump_cells, load_grid, plan_grid, render_grid_plan,
-                                 render_summary, run_grid)
-
     grid = load_grid(args.grid, args.set)
     if args.list:
         print(dump_cells(grid))
@@ -189,7 +180,6 @@ def cmd_grid(args) -> int:
                       command=[Path(sys.argv[0]).name, *sys.argv[1:]])
     print(render_summary(status))
     print(f"grid status: {grid.status_path}")
-    from .leaderboard import write_leaderboard
 
     csv, md = write_leaderboard(grid.runs_root.parent)
     print(f"leaderboard: {md}")
@@ -197,14 +187,10 @@ def cmd_grid(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from . import perf
-
     return perf.main(args.what, args.rest)
 
 
 def cmd_export(args) -> int:
-    from .export import export_answers, export_subset
-
     if args.what == "subset":
         out = export_subset(args.folder, args.out, args.format)
     else:
@@ -214,16 +200,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .leaderboard.plots import plot_trajectories
-
     path = plot_trajectories(Path(args.run))
     print(f"wrote {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         ver = version("selbench")
     except PackageNotFoundError:
@@ -332,11 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Every expected failure (bad input, the project's errors, OS errors
     such as a full disk or a permission problem) prints one line ``error: ...`` (secrets
     scrubbed) and returns 2; ``--debug`` (anywhere on the line) shows the traceback."""
-    from .config import ConfigError
-    from .data import DataNotFound, PoolError
-    from .plan import PlanError
-    from .registry import RegistryError
-    from .runs import DamagedStage
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SELBENCH_DEBUG", "") not in ("", "0")
@@ -350,8 +327,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.plugin:
-            from .plugins import load_plugin
-
             for path in args.plugin:
                 load_plugin(path)
         return args.fn(args)
@@ -363,20 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (ConfigError, RegistryError, PoolError, DataNotFound, PlanError, DamagedStage,
             ValueError, OSError, RecursionError, RuntimeError) as e:
-        from .judges.stage import scrub_secrets
-
         if debug:
-            import traceback
-
             print(scrub_secrets("".join(traceback.format_exc())), file=sys.stderr, end="")
         print(f"error: {scrub_secrets(_one_line(e))}", file=sys.stderr)
         return 2
 
 
 def _one_line(e: BaseException) -> str:
-    from .plan import PlanError
-    from .runs import DiskFull
-
     if isinstance(e, PlanError):  # one line per problem
         return "\n".join(" ".join(line.split()) if i == 0 else "  " + " ".join(line.split())
                          for i, line in enumerate(str(e).splitlines()))

@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+from .hardware import PRECISIONS, resolve_precision
+from .registry import suggest
+
 CACHE_VERSION = 1  # bump to invalidate every cached stage when a stage's semantics change
 
 
@@ -66,7 +69,10 @@ class TrainConfig:
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    bf16: bool = False
+    precision: str = "auto"
+    """auto | fp32 | bf16. auto = bf16 where the device computes it natively (a CUDA GPU
+    with bf16, a CPU with avx512_bf16 or AMX), else fp32; the model is loaded in this dtype
+    and the resolved value is part of the train stage key."""
     seed: int = 42
     max_steps: int = -1
     min_steps: int = 0
@@ -90,9 +96,10 @@ class GenerateConfig:
     seed: int = 0
     template: str | None = None  # None = same as train.template
     dtype: str = "auto"
-    """auto | float32 | bfloat16 | float16. auto = float32 on a CPU (vLLM alone would pick
-    bfloat16 there, whose greedy tokens diverge from transformers'; fp32 matches token for
-    token), the checkpoint's dtype for vLLM on a GPU, float32 for hf on a GPU."""
+    """auto | float32 | bfloat16 | float16. auto = bfloat16 where the device computes it
+    natively (a CUDA GPU with bf16, a CPU with avx512_bf16 or AMX), else float32 (both
+    backends). Greedy answers of hf and vLLM agree token for token in float32; in bfloat16
+    they may diverge after some tokens. The resolved dtype is part of the generate key."""
     # ---- vLLM engine (backend vllm only)
     tensor_parallel_size: int = 1
     max_model_len: int | None = None  # None = the model's own context length
@@ -138,6 +145,19 @@ class ProxyConfig:
 
 
 @dataclass
+class PlanConfig:
+    """What ``bench plan`` checks a run against when the target machine is not this one
+    (the paper configs plan on a laptop for an 8-GPU node). Never part of a stage key."""
+
+    device_memory_gb: float | None = None
+    """Memory of one device in GiB; None = the visible device's (a CUDA GPU's memory, else
+    this machine's RAM). The paper configs set 80 (an A100 / H100 80GB)."""
+    device_class: str | None = None
+    """Throughput class for the hour estimates: cpu | a100-80gb | h100-80gb | h200; None =
+    from the visible device (this CPU's measured figures on a CPU)."""
+
+
+@dataclass
 class RunConfig:
     experiment: str = "default"
     runs_dir: str = "runs"
@@ -156,8 +176,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N. auto = cuda when a CUDA GPU is visible, else cpu."""
     threads: int | None = None
+    """torch CPU threads of this process (None = torch's default, all cores)."""
+    plan: PlanConfig = field(default_factory=PlanConfig)
 
 
 # --------------------------------------------------------------------------- building
@@ -165,7 +188,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert a YAML value to the annotated type; raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -179,7 +202,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a, where)
+                return coerce(value, a, where)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
@@ -194,7 +217,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             value = [v.strip() for v in str(value).split(",")] if isinstance(value, str) else [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -234,19 +257,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Build dataclass `cls` from a mapping; unknown keys are errors (with a suggestion)."""
-    import difflib
-
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            close = difflib.get_close_matches(key, sorted(names), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(
-                f"{where}: unknown key '{key}'{hint} (known: {', '.join(sorted(names))})"
-            )
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+            raise ConfigError(f"{where}: unknown key '{key}'{suggest(key, names)} "
+                              f"(known: {', '.join(sorted(names))})")
+        kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
     return cls(**kwargs)
 
 
@@ -333,11 +351,14 @@ def set_path(d: dict, keys: list[str], value: Any) -> None:
 
 
 def build_config(files: list[str] | None = None, overrides: dict | None = None,
-                 sets: list[str] | None = None) -> RunConfig:
-    """Layers: dataclass defaults < YAML files (in order) < named CLI flags < --set."""
+                 sets: list[str] | None = None, loader=None) -> RunConfig:
+    """Layers: dataclass defaults < YAML files (in order) < named CLI flags < --set.
+    ``loader`` reads one YAML file with its includes (default :func:`load_yaml_layers`; a
+    grid passes a memoising one)."""
+    loader = loader or load_yaml_layers
     data: dict = {}
     for f in files or []:
-        layer = load_yaml_layers(f)
+        layer = loader(f)
         try:
             from_dict(RunConfig, deep_merge(data, layer), where=str(f))
         except ConfigError:
@@ -382,6 +403,26 @@ def validate(cfg: RunConfig) -> None:
     if la.launcher == "none" and la.num_processes > 1:
         raise ConfigError("launch.num_processes > 1 needs launch.launcher: torchrun or accelerate")
     t = cfg.train
+    for name in ("batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be >= 1, got {getattr(t, name)}")
+    if t.epochs <= 0:
+        raise ConfigError(f"train.epochs must be > 0, got {t.epochs}")
+    if t.learning_rate < 0:
+        raise ConfigError(f"train.learning_rate must be >= 0, got {t.learning_rate}")
+    if t.min_steps < 0:
+        raise ConfigError(f"train.min_steps must be >= 0, got {t.min_steps}")
+    if not 0.0 <= t.lora_dropout < 1.0:
+        raise ConfigError(f"train.lora_dropout must be in [0, 1), got {t.lora_dropout}")
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if t.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if cfg.proxy.precision is not None and cfg.proxy.precision not in PRECISIONS:
+        raise ConfigError(f"proxy.precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"{cfg.proxy.precision!r}")
+    if t.effective_batch is not None and t.effective_batch < 1:
+        raise ConfigError(f"train.effective_batch must be >= 1 (or null), got {t.effective_batch}")
     if t.effective_batch is not None:
         per_step = t.batch_size * (la.num_processes if "train" in la.stages else 1)
         if t.effective_batch % per_step:
@@ -405,6 +446,9 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"generate.backend must be 'hf' or 'vllm', got {g.backend!r}")
     if g.dtype not in ("auto", "float32", "float", "bfloat16", "float16", "half"):
         raise ConfigError(f"generate.dtype must be auto, float32, bfloat16 or float16, got {g.dtype!r}")
+    if g.batch_size < 1 or g.max_new_tokens < 1:
+        raise ConfigError(f"generate.batch_size and generate.max_new_tokens must be >= 1, got "
+                          f"{g.batch_size} and {g.max_new_tokens}")
     if g.tensor_parallel_size < 1:
         raise ConfigError("generate.tensor_parallel_size must be >= 1")
     if not (0.0 < g.gpu_memory_utilization <= 1.0):
@@ -434,12 +478,16 @@ def grad_accum_for(train: TrainConfig, processes: int) -> int:
     return train.effective_batch // (train.batch_size * processes)
 
 
-def train_identity(train: TrainConfig) -> dict:
-    """What the train stage's cache key hashes: with effective_batch set, the split into
-    per-device batch, accumulation and processes is left out (same recipe, same key)."""
+def resolved_train(train: TrainConfig, processes: int, device: str) -> dict:
+    """What the train stage's cache key hashes: every training quantity as resolved for this
+    run, so two recipes that train different weights never share a key. The effective batch
+    (per-device batch x accumulation x processes) replaces its split (the same examples per
+    optimizer step give the same updates, tested to 1e-4 with 2 gloo processes), and
+    ``precision: auto`` is replaced by what it means on ``device``."""
     d = to_dict(train)
-    if train.effective_batch is not None:
-        d["grad_accum"] = d["batch_size"] = None
+    d["effective_batch"] = train.batch_size * grad_accum_for(train, processes) * processes
+    d["grad_accum"] = d["batch_size"] = None
+    d["precision"] = resolve_precision(train.precision, device)
     return d
 
 

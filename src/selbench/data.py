@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -111,8 +112,6 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
 # --------------------------------------------------------------------------- reading
 def _read_records(path: Path) -> list[tuple[int, Any]]:
     """Return (row number, parsed object) for a .json list or a .jsonl file."""
-    import stat
-
     try:
         st = path.stat()
     except OSError as e:

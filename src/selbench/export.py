@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import RunConfig, from_dict
+from .data import _read_records, content_id, load_pool
+
 
 def _pool_for(select_dir: Path):
     """The pool a select stage ran on, from its run's manifest (same config, same sample)."""
-    from .config import RunConfig, from_dict
-    from .data import load_pool
-
     root = select_dir.parent.parent
     man = json.loads((root / "manifest.json").read_text())["invocations"]
     cfg = from_dict(RunConfig, man[-1]["config"], str(root / "manifest.json"))
@@ -29,8 +29,6 @@ def _pool_for(select_dir: Path):
 
 def source_positions(pool) -> dict[str, int]:
     """Content id -> 0-based position of the row in the pool's source file."""
-    from .data import _read_records, content_id
-
     out: dict[str, int] = {}
     if pool.source.startswith("hf://"):
         return out

@@ -14,19 +14,38 @@ runs folder on a shared file system, one driver per node (each waits for the sam
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-from .config import LaunchConfig
+from .config import LaunchConfig, configs_root
+from .hardware import cuda_available
 
 
 class LaunchError(RuntimeError):
     pass
+
+
+def write_job_rows(path: Path, rows: list[dict]) -> Path:
+    """The rows a launched job works on, one JSON object per line (read back by
+    :func:`read_job_rows` in every worker)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=True) + "\n")
+    return path
+
+
+def read_job_rows(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def free_port() -> int:
@@ -52,7 +71,7 @@ def launcher_command(launch: LaunchConfig) -> list[str]:
         if not any("main_process_port" in a for a in launch.extra_args):
             cmd += ["--main_process_port", str(free_port())]
         if launch.num_processes > 1 and not launch.config_file:
-            cmd += ["--multi_gpu"] if _has_cuda() else []
+            cmd += ["--multi_gpu"] if cuda_available() else []
         return cmd + list(launch.extra_args)
     raise LaunchError(f"unknown launcher {launch.launcher!r}")
 
@@ -62,48 +81,131 @@ def resolve_config_file(path: str) -> Path:
     p = Path(path).expanduser()
     if p.exists():
         return p
-    from .config import configs_root
-
     q = configs_root() / path
     if q.exists():
         return q
     raise LaunchError(f"launch.config_file {path!r} not found (as given, or under {configs_root()})")
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def uses_launcher(launch: LaunchConfig | None, stage: str) -> bool:
     return bool(launch and launch.launcher != "none" and stage in launch.stages)
 
 
+class Terminated(BaseException):
+    """The driver got SIGTERM while waiting for its workers (they are stopped first)."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (field 22 of /proc/<pid>/stat), to tell a live
+    driver from a new process that reuses its pid; None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def driver_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start is None or _process_start(pid) in (None, start)
+
+
+def watch_driver(spec: dict, interval: float = 0.5) -> threading.Thread | None:
+    """In a worker: exit at once (``os._exit``) when the driver that launched it is gone, so
+    that no worker outlives its driver, even one killed by SIGKILL (which no handler sees).
+    Also records this worker's pid in the job folder."""
+    pid, start = spec.get("driver_pid"), spec.get("driver_start")
+    if spec.get("pid_dir"):
+        with contextlib.suppress(OSError):
+            d = Path(spec["pid_dir"])
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"rank-{os.environ.get('RANK', '0')}.pid").write_text(str(os.getpid()))
+    if not pid:
+        return None
+
+    def loop():
+        while True:
+            if not driver_alive(int(pid), start):
+                os._exit(70)  # the driver is gone: nobody will publish what this computes
+            time.sleep(interval)
+
+    t = threading.Thread(target=loop, name="selbench-driver-watch", daemon=True)
+    t.start()
+    return t
+
+
+def _die_with_parent() -> None:
+    """preexec_fn of the launcher: SIGTERM when the driver dies (Linux prctl
+    PR_SET_PDEATHSIG), so torchrun/accelerate stop their workers even after a SIGKILL."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the launcher's process group (the launcher forwards it to its workers),
+    then SIGKILL to whatever is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@contextlib.contextmanager
+def _terminate_raises():
+    """While the driver waits: SIGTERM raises :class:`Terminated` (SIGINT already raises
+    KeyboardInterrupt), so the workers are stopped before the driver exits."""
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_workers(task: str, spec: dict, launch: LaunchConfig, workdir: Path,
                 log=print) -> None:
-    """Run ``selbench.worker <task>`` under the launcher; raise LaunchError on failure."""
+    """Run ``selbench.worker <task>`` under the launcher; raise LaunchError on failure.
+
+    No worker outlives the driver: on SIGINT/SIGTERM the driver stops the launcher's process
+    group (SIGTERM, then SIGKILL) before it exits; if the driver is killed outright, the
+    launcher gets SIGTERM from the kernel (parent-death signal) and every worker exits by
+    itself within a second (it watches the driver's pid, :func:`watch_driver`). Workers only
+    ever write into the temp or shard folder the spec names; the driver alone publishes."""
     workdir.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "driver_pid": os.getpid(), "driver_start": _process_start(os.getpid()),
+            "pid_dir": str(workdir / "pids")}
     spec_path = workdir / f"{task}-job.json"
     spec_path.write_text(json.dumps(spec, indent=2, default=str))
     cmd = launcher_command(launch) + ["-m", "selbench.worker", task, str(spec_path)]
     log_path = workdir / f"{task}-workers.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    if not _has_cuda():  # CPU processes: split the cores, no oversubscription
+    if not cuda_available():  # CPU processes: split the cores, no oversubscription
         per = max(1, (os.cpu_count() or 1) // launch.num_processes)
         env.setdefault("OMP_NUM_THREADS", str(per))
     log(f"[launch] {task}: {launch.launcher} x{launch.num_processes} (log: {log_path})")
-    with log_path.open("w") as out:
+    with log_path.open("w") as out, _terminate_raises():
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
         try:
             rc = proc.wait()
         except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            _stop_group(proc)
             raise
     if rc != 0:
         tail = log_path.read_text(errors="replace")[-3000:]

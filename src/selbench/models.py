@@ -7,8 +7,10 @@ cache (``$SELBENCH_CACHE`` or ``~/.cache/selbench``) so later loads are fast.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +55,6 @@ def embedded_gguf(name: str) -> Path:
     if folder is None:
         raise FileNotFoundError(f"embedded model '{em.name}' needs `pip install {em.pypi}`")
     if em.assembled:
-        import importlib
-
         mod = importlib.import_module(em.package)
         return Path(mod.assemble(cache_root() / "gguf" / mod.MODEL_NAME))
     hits = sorted(folder.rglob(em.pattern))
@@ -74,8 +74,8 @@ def convert_embedded(name: str) -> Path:
     out = cache_root() / "models" / name
     if (out / "DONE").exists():
         return out
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # lazy: heavy
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: heavy
 
     gguf = embedded_gguf(name)
     print(f"[models] converting {gguf.name} to safetensors in {out} (once)")
@@ -89,24 +89,14 @@ def convert_embedded(name: str) -> Path:
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
     (tmp / "DONE").write_text(str(gguf))
-    import shutil
-
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
 
 
-def pick_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_tokenizer(name: str, padding_side: str = "right"):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: heavy
 
     tok = AutoTokenizer.from_pretrained(resolve_model(name))
     if tok.pad_token is None:
@@ -115,13 +105,59 @@ def load_tokenizer(name: str, padding_side: str = "right"):
     return tok
 
 
-def load_model(name: str, device: str = "cpu", dtype: str = "float32"):
-    import torch
-    from transformers import AutoModelForCausalLM
+def load_model(name: str, device: str = "cpu", precision: str = "fp32", place: bool = True):
+    """The model in the dtype it will compute in (``precision``: fp32 | bf16, already
+    resolved), loaded straight into that dtype (no fp32 copy first; transformers streams the
+    weights). ``place=False`` leaves it where transformers put it (the CPU), for a launcher
+    that places or shards it itself (FSDP: under accelerate with cpu-RAM-efficient loading,
+    only local rank 0 reads the weights; the other ranks get empty tensors that FSDP fills
+    from rank 0, so no rank holds a second full copy before sharding). On CUDA the weights
+    are loaded directly onto the device (``device_map``), not through the CPU."""
+    import torch  # lazy: heavy
+    from transformers import AutoModelForCausalLM  # lazy: heavy
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name),
-                                                 dtype=getattr(torch, dtype))
-    return model.to(device)
+    kw = {"dtype": getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}.get(precision, precision))}
+    if place and str(device).startswith("cuda"):
+        kw["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), **kw)
+    return model.to(device) if place and "device_map" not in kw else model
+
+
+def model_problem(name: str) -> tuple[str, str] | None:
+    """Why ``name`` (embedded, local folder or hub id) cannot be loaded here, as (kind,
+    message), or None. Kinds are the plan's: ``error``, ``needs-hub``, ``note`` (it will be
+    downloaded)."""
+    if name in EMBEDDED_MODELS:
+        try:
+            embedded_gguf(name)
+        except FileNotFoundError as e:
+            return "error", f"'{name}': {e}"
+        return None
+    p = Path(name).expanduser()
+    if p.exists():
+        return None if (p / "config.json").exists() else ("error", f"'{name}': folder has no config.json")
+    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        return "error", f"'{name}': no such folder"
+    if in_hf_cache(name):
+        return None
+    if hub_offline():
+        return "needs-hub", (f"'{name}' needs the Hugging Face hub (HF_HUB_OFFLINE is set and "
+                             f"it is not in the local HF cache)")
+    return "note", f"'{name}' will be downloaded from the Hugging Face hub"
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache  # lazy: ~0.5 s, plan-only
+
+        hit = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(hit, str)
+    except Exception:  # noqa: BLE001 - an unusual id is simply not cached
+        return False
 
 
 def default_lora_targets(model) -> list[str]:

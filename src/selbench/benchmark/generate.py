@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from ..config import ConfigError, GenerateConfig, to_dict
+from ..hardware import cuda_available, resolve_precision, torch_dtype_name
 from ..templates import encode_prompt, format_prompt
 
 VLLM_MISSING = ("generate.backend=vllm needs vLLM, which is not installed: pip install -e "
@@ -54,19 +55,16 @@ def require_vllm() -> None:
 def _on_gpu(device: str | None) -> bool:
     if device and device != "auto":
         return device.startswith("cuda")
-    import torch
-
-    return torch.cuda.is_available()
+    return cuda_available()
 
 
 def resolve_dtype(cfg: GenerateConfig, device: str | None = None) -> str:
-    """The dtype the backend really computes in: 'auto' is float32 on a CPU (both backends),
-    the checkpoint's dtype for vLLM on a GPU ('auto'), float32 for hf on a GPU (as loaded)."""
+    """The dtype the backend really computes in: 'auto' is bfloat16 where the device has it
+    natively, else float32 (:func:`selbench.hardware.resolve_precision`)."""
     if cfg.dtype != "auto":
         return {"float": "float32", "half": "float16"}.get(cfg.dtype, cfg.dtype)
-    if cfg.backend == "vllm" and _on_gpu(device):
-        return "auto"
-    return "float32"
+    dev = "cuda" if _on_gpu(device) else "cpu"
+    return torch_dtype_name(resolve_precision("auto", dev))
 
 
 def resolve_enforce_eager(cfg: GenerateConfig, device: str | None = None) -> bool:

@@ -30,6 +30,7 @@ grid goes on and returns non-zero at the end. A rerun skips every finished stage
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import time
@@ -40,7 +41,17 @@ from typing import Any, Callable
 
 import yaml
 
-from ..config import ConfigError, RunConfig, build_config, load_yaml_layers
+from ..config import ConfigError, RunConfig, build_config, load_yaml_layers, to_dict
+from ..data import DataNotFound, PoolError
+from ..estimates import fmt_hours
+from ..judges import load_judge
+from ..leaderboard.stats import mde_pws
+from ..registry import RegistryError, suggest
+from ..runs import atomic_write_text
+from ..selectors import SELECTORS, build_selector
+from .pipeline import Pipeline
+from .plan import make_plan
+from .stages import load_run_data
 
 GRID_KEYS = {"base", "experiment", "runs_dir", "settings", "pools", "models", "regimes",
              "selectors", "ratios", "seeds", "judges", "set", "description"}
@@ -123,41 +134,28 @@ def _selector_specs(spec: dict, where: str) -> list[dict]:
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
-    """Expand a grid YAML into cells (each a validated RunConfig). Errors name the file."""
-    import copy
-
-    from .. import config as config_mod
-
-    real = config_mod.load_yaml_layers
+    """Expand a grid YAML into cells (each a validated RunConfig). Errors name the file.
+    Each YAML file is read once per grid, not once per cell."""
     memo: dict = {}
 
-    def cached_layers(p, _seen=()):  # each YAML file is read once per grid, not once per cell
+    def cached_layers(p, _seen=()):
         k = (str(Path(p).resolve()), _seen)
         if k not in memo:
-            memo[k] = real(p, _seen)
+            memo[k] = load_yaml_layers(p, _seen)
         return copy.deepcopy(memo[k])
 
-    config_mod.load_yaml_layers = cached_layers
-    try:
-        return _load_grid(path, overrides)
-    finally:
-        config_mod.load_yaml_layers = real
+    return _load_grid(path, overrides, cached_layers)
 
 
-def _load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
-    from ..selectors import SELECTORS
-
+def _load_grid(path: str | Path, overrides: list[str] | None, loader) -> Grid:
     path = Path(path).resolve()
-    spec = load_yaml_layers(path)
+    spec = loader(path)
     where = str(path)
     bad = set(spec) - GRID_KEYS
     if bad:
-        import difflib
-
         k = sorted(bad)[0]
-        close = difflib.get_close_matches(k, sorted(GRID_KEYS), n=1)
-        raise ConfigError(f"{where}: unknown grid key '{k}'" + (f"; did you mean '{close[0]}'?" if close else "")
-                          + f" (known: {', '.join(sorted(GRID_KEYS))})")
+        raise ConfigError(f"{where}: unknown grid key '{k}'{suggest(k, GRID_KEYS)}"
+                          f" (known: {', '.join(sorted(GRID_KEYS))})")
     base = [str((path.parent / b).resolve()) for b in (spec.get("base") or [])]
     settings_spec = spec.get("settings") or [{"name": None}]
     sel_specs = _selector_specs(spec, where)
@@ -193,7 +191,7 @@ def _load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
             parts = [st.get("name"), pool, model and Path(str(model)).name, regime]
             sname = "/".join(str(p) for p in parts if p) or "default"
             try:
-                scfg = build_config(base + st_files, dict(o), sets)
+                scfg = build_config(base + st_files, dict(o), sets, loader=loader)
             except ConfigError as e:
                 raise ConfigError(f"{where}: setting {sname}: {e}") from None
             settings[sname] = scfg
@@ -205,7 +203,7 @@ def _load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
                         ss = sets + ([f"selector_params={json.dumps(s['params'])}"]
                                      if s["params"] else [])
                         try:
-                            cfg = build_config(base + st_files, oo, ss)
+                            cfg = build_config(base + st_files, oo, ss, loader=loader)
                         except ConfigError as e:
                             raise ConfigError(f"{where}: cell {sname}/{s['label']}/r={r}: {e}") from None
                         cells.append(Cell(sname, s["name"], s["label"], int(seed), float(r), cfg))
@@ -214,8 +212,6 @@ def _load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
         raise ConfigError(f"{where}: every cell must share one runs_dir/experiment (got {sorted(roots)}); "
                           f"set 'experiment' at the grid's top level")
     # validate selector params once per selector (cheap; raises naming the selector)
-    from ..selectors import build_selector
-
     seen = set()
     for c in cells:
         k = json.dumps([c.cfg.selector, c.cfg.selector_params, str(c.cfg.proxy)], sort_keys=True, default=str)
@@ -226,71 +222,116 @@ def _load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
 
 
 # --------------------------------------------------------------------------- plan
-def cell_status(cell: Cell, pipe=None) -> tuple[str, dict]:
-    """('done' | 'run', plan estimates) for one cell, without computing anything."""
-    from ..plan import make_plan
-
-    plan = make_plan(cell.cfg, pipeline=pipe)
-    status = "done" if plan.stages and all(s.status == "done" for s in plan.stages) else "run"
-    if plan.problems:
-        status = "blocked"
-    return status, {"plan": plan}
-
-
 def plan_grid(grid: Grid) -> dict:
-    """Which cells are done, which shared stages will run, estimated MDE per cell."""
-    from ..leaderboard.stats import mde_pws
-    from .pipeline import Pipeline
-
-    rows, shared, problems = [], {}, []
-    seeds_per = {}
+    """Plan every cell without computing: per cell its status and plan; over the grid the
+    distinct stages still to run (a stage shared by several cells counts once), their
+    estimated hours and judge cost, the planned MDE per setting, and each distinct problem
+    once with the cells it touches. The pool and eval sets of a setting are loaded once."""
+    data_cache: dict[str, Any] = {}
+    judge_cache: dict[str, Any] = {}
+    cells, stages, problems = [], {}, {}
+    seeds_per: dict[tuple, set] = {}
     for c in grid.cells:
         seeds_per.setdefault((c.setting, c.label, c.ratio), set()).add(c.seed)
     for c in grid.cells:
-        pipe = Pipeline(c.cfg, progress=False, log=lambda *_: None)
-        status, info = cell_status(c, pipe)
-        plan = info["plan"]
+        dk = json.dumps(to_dict(c.cfg.data), sort_keys=True)
+        data = data_cache.get(dk)
+        if data is None:
+            try:
+                data = data_cache[dk] = load_run_data(c.cfg)
+            except (DataNotFound, PoolError, OSError, ValueError):
+                data = None  # make_plan reports it for the cell
+        judges = {}
+        for j in c.cfg.judges:
+            if j not in judge_cache:
+                try:
+                    judge_cache[j] = load_judge(j)
+                except (ConfigError, RegistryError, ValueError):
+                    judge_cache[j] = None
+            if judge_cache[j] is not None:
+                judges[j] = judge_cache[j]
+        plan = make_plan(c.cfg, data=data, judges=judges if len(judges) == len(c.cfg.judges) else None)
+        status = "blocked" if plan.problems else (
+            "done" if plan.stages and all(s.status == "done" for s in plan.stages) else "run")
         for s in plan.stages:
-            if s.stage == "train" and s.key.startswith("full-") or s.stage == "generate" and s.key.startswith("full-"):
-                shared[f"{s.stage}/{s.key}"] = s.status
+            k = f"{s.stage}/{s.key}"
+            if k not in stages or (s.seconds or 0) > (stages[k].seconds or 0):
+                stages[k] = s
         for p in plan.problems:
-            problems.append(f"{c.name}: {p}")
+            problems.setdefault(str(p), []).append(c.name)
         n_prompts = (plan.estimates.get("generate") or {}).get("prompts_per_model")
         n_seeds = len(seeds_per[(c.setting, c.label, c.ratio)])
-        proxy = plan.estimates.get("proxy") or {}
-        rows.append({"cell": c.name, "status": status, "n_prompts": n_prompts, "n_seeds": n_seeds,
-                     "mde": mde_pws(n_prompts, n_seeds) if n_prompts else None,
-                     "proxy_flops": proxy.get("flops")})
-    return {"cells": rows, "shared": shared, "problems": problems}
+        cells.append({"cell": c.name, "setting": c.setting, "status": status, "plan": plan,
+                      "n_prompts": n_prompts, "n_seeds": n_seeds,
+                      "mde": mde_pws(n_prompts, n_seeds) if n_prompts else None})
+    to_run = [s for s in stages.values() if s.status != "done"]
+    by_stage: dict[str, int] = {}
+    for s in to_run:
+        kind = s.stage.split("/")[0]
+        by_stage[kind] = by_stage.get(kind, 0) + 1
+    secs = [s.seconds for s in to_run if s.seconds is not None]
+    exp = mx = None
+    seen_judge = set()
+    for c in cells:
+        for s in c["plan"].to_run:
+            if s.stage.startswith("judge/") and f"{s.stage}/{s.key}" not in seen_judge:
+                seen_judge.add(f"{s.stage}/{s.key}")
+                e, m = judge_cost_of_stage(c["plan"], s)
+                if e is not None:
+                    exp, mx = (exp or 0) + e, (mx or 0) + m
+    return {"cells": cells, "stages": len(stages), "to_run": len(to_run), "by_stage": by_stage,
+            "seconds": sum(secs) if secs else None, "judge_cost": (exp, mx),
+            "problems": problems}
 
 
-def render_grid_plan(grid: Grid, p: dict) -> str:
-    n_done = sum(r["status"] == "done" for r in p["cells"])
-    lines = [f"grid '{grid.name}' ({grid.path}): {len(grid.cells)} cells in {len(grid.settings)} "
-             f"setting(s); {n_done} done, {len(grid.cells) - n_done} to run",
+def judge_cost_of_stage(plan, stage) -> tuple[float | None, float | None]:
+    e = plan.estimates
+    n_prompts = (e.get("generate") or {}).get("prompts_per_model") or 0
+    for j in e.get("judges", []):
+        if stage.stage == f"judge/{j['judge']}" and "cost_usd_per_call" in j:
+            return 2 * n_prompts * j["cost_usd_per_call"], 2 * n_prompts * j["max_cost_usd_per_call"]
+    return None, None
+
+
+def render_grid_plan(grid: Grid, p: dict, verbose: bool = False) -> str:
+    cells = p["cells"]
+    n_done = sum(r["status"] == "done" for r in cells)
+    dev = next((r["plan"].estimates.get("device_class") for r in cells), "?")
+    lines = [f"grid '{grid.name}' ({grid.path}): {len(cells)} cells in {len(grid.settings)} "
+             f"setting(s); {n_done} done, {len(cells) - n_done} to run",
              f"runs folder: {grid.runs_root}"]
-    for k, v in p["shared"].items():
-        lines.append(f"  shared [{v:>4}] {k}  (full-data baseline, one per setting)")
-    from ..plan import _fmt_flops
-
-    for r in p["cells"]:
-        mde = f"MDE ~{r['mde']:.2f} PWS" if r["mde"] else "MDE ?"
-        proxy = f"; proxy ~{_fmt_flops(r['proxy_flops'])} (shared by its selectors)" if r.get("proxy_flops") else ""
-        lines.append(f"  [{r['status']:>7}] {r['cell']}  ({r['n_prompts']} prompts x {r['n_seeds']} "
-                     f"seed(s): {mde}{proxy})")
-    lines.append("MDE = smallest PWS difference between two selectors of one cell that this many "
-                 "prompts and seeds detect (alpha 0.05, power 0.8, no-pilot per-prompt variance "
-                 "2/3 and seed sd 0.05); gaps below it are noise.")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(p["by_stage"].items()))
+    exp, mx = p["judge_cost"]
+    lines.append(f"stages: {p['stages']} distinct (shared stages counted once), {p['to_run']} to "
+                 f"run ({kinds or 'none'}); ~{fmt_hours(p['seconds'])} on {dev} (estimate)"
+                 + (f"; judge cost ~${exp:.2f} (at most ${mx:.2f})" if exp is not None else ""))
+    lines.append("per setting: cells done/total, prompts x seeds, planned MDE (PWS):")
+    for setting in grid.settings:
+        rows = [r for r in cells if r["setting"] == setting]
+        done = sum(r["status"] == "done" for r in rows)
+        mdes = sorted({(r["n_prompts"], r["n_seeds"], r["mde"]) for r in rows if r["mde"]},
+                      key=lambda x: (x[1], x[0]))
+        mde = "; ".join(f"{n} x {k}: {m:.2f}" for n, k, m in mdes) or "?"
+        lines.append(f"  {setting}: {done}/{len(rows)} done; {mde}")
+    if verbose:
+        for r in cells:
+            mde = f"MDE ~{r['mde']:.2f} PWS" if r["mde"] else "MDE ?"
+            lines.append(f"  [{r['status']:>7}] {r['cell']}  ({r['n_prompts']} prompts x "
+                         f"{r['n_seeds']} seed(s): {mde})")
+    lines.append("MDE = smallest PWS difference between two selectors of one setting and ratio "
+                 "that this many prompts and seeds detect (alpha 0.05, power 0.8); gaps below "
+                 "it are noise (see the README's Studies section for the variances used).")
     if p["problems"]:
-        lines.append(f"{len(p['problems'])} problem(s) (these cells will fail):")
-        lines += [f"  {x}" for x in p["problems"]]
+        lines.append(f"{len(p['problems'])} distinct problem(s):")
+        for msg, touched in p["problems"].items():
+            lines.append(f"  {msg}  ({len(touched)} of {len(cells)} cells, e.g. {touched[0]})")
+    else:
+        lines.append("no problems: ready to run")
     return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- run
 def _write_status(grid: Grid, status: dict) -> None:
-    from ..runs import atomic_write_text
-
     grid.status_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(grid.status_path, json.dumps(status, indent=2, default=str))
 
@@ -299,9 +340,9 @@ def run_grid(grid: Grid, progress: bool = True, log: Callable[[str], None] = pri
              command: list[str] | None = None) -> dict:
     """Run every cell in dependency order; never stop on a failed cell. Returns the status
     dict (also written to ``grid.status_path``): cells with state ok | failed | skipped."""
-    from .pipeline import Pipeline
-
-    status: dict[str, Any] = {"grid": str(grid.path), "started": time.time(), "cells": {}}
+    status: dict[str, Any] = {"grid": str(grid.path), "started": time.time(), "cells": {},
+                              "planned": [f"{s} | full-data baseline" for s in grid.settings]
+                              + [c.name for c in grid.cells]}
     if grid.status_path.exists():
         try:
             status["previous"] = json.loads(grid.status_path.read_text()).get("cells", {})

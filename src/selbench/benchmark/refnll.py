@@ -13,26 +13,21 @@ Reported per eval set and pooled: ``nll`` = total NLL / total scored tokens (tok
 exp(nll), and the token count. Lower is better. It is its own leaderboard column, never
 mixed with PWS.
 
-Cached stage: ``refnll/<train key>-<h8>/`` (result.json + per_prompt.jsonl), keyed by the
-train key, template, max_length and the prompt ids of each set, so a model is scored once.
-The sets: the run's eval sets plus ``koala`` (every set with reference answers), each cut
-to ``data.eval_limit``.
+Cached stage (run by the Pipeline): ``refnll/<train key>-<h8>/`` (result.json +
+per_prompt.jsonl), keyed by the train key, template, max_length and the prompt ids of each
+set (:meth:`~.stages.Stages.refnll_key`), so a model is scored once. The sets: the run's
+eval sets plus ``koala`` (every set with reference answers), each cut to ``data.eval_limit``.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-REFNLL_VERSION = 1
-REF_SETS = ("wizardlm", "vicuna", "koala")
-MAX_LENGTH = 1024
+from ..templates import encode_prompt, format_prompt
+from .stages import REFNLL_MAX_LENGTH as MAX_LENGTH
 
 
 def encode_reference(tokenizer, prompt_text: str, reference: str, max_length: int) -> tuple[list[int], int]:
     """(input ids, number of prompt tokens) of prompt + reference + EOS, right-truncated."""
-    from ..templates import encode_prompt
-
     p_ids = encode_prompt(tokenizer, prompt_text)
     r_ids = tokenizer(reference, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
@@ -44,7 +39,7 @@ def encode_reference(tokenizer, prompt_text: str, reference: str, max_length: in
 def reference_nll(model, tokenizer, prompts: list[str], references: list[str],
                   max_length: int = MAX_LENGTH, batch_size: int = 4) -> list[tuple[float, int]]:
     """[(sum of token NLL over the reference tokens, number of reference tokens)] per item."""
-    import torch
+    import torch  # lazy: heavy
 
     device = next(model.parameters()).device
     encoded = [encode_reference(tokenizer, p, r, max_length) for p, r in zip(prompts, references)]
@@ -88,65 +83,14 @@ def summarize(per_prompt: list[dict]) -> dict:
     return res
 
 
-def reference_items(pipe) -> dict[str, list[dict]]:
-    """Eval items with a reference answer: the run's eval sets plus koala (eval_limit each)."""
-    from ..data import DataNotFound, load_eval_set
-
-    d = pipe.cfg.data
-    out = {}
-    for es in list(dict.fromkeys([*d.eval_sets, *REF_SETS])):
-        try:
-            items = pipe.evals[es] if es in pipe.evals else load_eval_set(es, d.data_dir, d.eval_limit)
-        except DataNotFound:
-            continue
-        items = [it for it in items if it.get("reference")]
-        if items:
-            out[es] = items
-    return out
-
-
-def refnll_key(pipe, train_key):
-    from ..runs import stage_key
-
-    cfg = pipe.cfg
-    template = cfg.generate.template or cfg.train.template
-    sets = {k: [it["id"] for it in v] for k, v in reference_items(pipe).items()}
-    return stage_key("refnll", train_key.key, {"template": template, "max_length": MAX_LENGTH,
-                                                "version": REFNLL_VERSION}, sets, train_key.digest)
-
-
-def refnll_stage(pipe, train_key) -> dict:
-    """Run (or reuse) the reference-NLL stage of the model trained under ``train_key``."""
-    from ..models import load_tokenizer
-    from .train import load_trained
-
-    cfg = pipe.cfg
-    template = cfg.generate.template or cfg.train.template
-    key = refnll_key(pipe, train_key)
-    items = reference_items(pipe)
-
-    def build(tmp: Path) -> None:
-        from ..templates import format_prompt
-
-        tok = load_tokenizer(cfg.model, padding_side="right")
-        model = load_trained(cfg.model, pipe.rd.path(train_key), cfg.train.method, pipe.device)
-        rows = []
-        for es, its in items.items():
-            prompts = [format_prompt(it["prompt"], "", template, tok) for it in its]
-            vals = reference_nll(model, tok, prompts, [it["reference"] for it in its], MAX_LENGTH)
-            rows += [{"eval_set": es, "id": it["id"], "nll_sum": s, "tokens": n}
-                     for it, (s, n) in zip(its, vals)]
-        with (tmp / "per_prompt.jsonl").open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        res = {"train_key": train_key.key, "template": template, "max_length": MAX_LENGTH,
-               "summary": summarize(rows)}
-        (tmp / "result.json").write_text(json.dumps(res, indent=2))
-        p = res["summary"].get("pooled", {})
-        pipe.log(f"[refnll] {train_key.name}: reference NLL {p.get('nll', float('nan')):.4f} "
-                 f"over {p.get('tokens', 0)} tokens")
-
-    folder = pipe.rd.cached(key, build, {"template": template, "max_length": MAX_LENGTH,
-                                         "train": train_key.key}, log=pipe.stage_log)
-    pipe.record_stage(f"refnll/{key.key}", folder, key)
-    return json.loads((folder / "result.json").read_text())
+def score_references(model, tokenizer, items: dict[str, list[dict]], template: str,
+                     max_length: int = MAX_LENGTH) -> list[dict]:
+    """Per-prompt rows {eval_set, id, nll_sum, tokens} of one model on the reference answers
+    of ``items`` (eval set -> items with a ``reference``)."""
+    rows = []
+    for es, its in items.items():
+        prompts = [format_prompt(it["prompt"], "", template, tokenizer) for it in its]
+        vals = reference_nll(model, tokenizer, prompts, [it["reference"] for it in its], max_length)
+        rows += [{"eval_set": es, "id": it["id"], "nll_sum": s, "tokens": n}
+                 for it, (s, n) in zip(its, vals)]
+    return rows

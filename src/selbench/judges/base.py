@@ -29,8 +29,9 @@ from typing import Any, Callable
 import yaml
 
 from ..config import ConfigError, from_dict, safe_component, to_dict
-from ..registry import Registry
-from .prompts import PROMPT_VERSION
+from ..registry import Registry, suggest
+from ..runs import DiskFull, file_lock, is_disk_full
+from .prompts import PROMPT_VERSION, load_prompt
 
 REPO_JUDGES = Path(__file__).resolve().parents[1] / "configs" / "judges"  # package data
 SECRET_KEYS = {"api_key", "key", "token", "password"}
@@ -63,7 +64,6 @@ class Judge:
         self.name = name
         self.config = config
         self.source = source  # the YAML it was loaded from (named in errors)
-        from .prompts import load_prompt
 
         self.prompt = load_prompt(getattr(config, "prompt_file", None), source)
         self.stats = {"calls": 0, "retries": 0, "errors": 0, "prompt_tokens": 0,
@@ -77,7 +77,7 @@ class Judge:
     def volatile_keys(self) -> set[str]:
         """Config keys that do not change verdicts (excluded from the cache key)."""
         return {"concurrency", "timeout", "max_retries", "price_per_mtok_prompt", "prompt_file",
-                "price_per_mtok_completion", "backoff_base", "backoff_max"}
+                "price_per_mtok_completion", "backoff_base", "backoff_max", "price_source"}
 
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:
@@ -95,6 +95,16 @@ class Judge:
     def describe(self) -> str:
         return self.name
 
+    def needs(self) -> list[tuple[str, str]]:
+        """What this judge needs that may be missing here, as (plan problem kind, message):
+        an API key, a server, a model. Each backend answers for itself; the plan only
+        collects the answers."""
+        return []
+
+    @property
+    def judge_model(self) -> str:
+        return getattr(self.config, "model", self.registry_name)
+
 
 JUDGE_TYPES: Registry[type[Judge]] = Registry("judge type")
 
@@ -108,11 +118,7 @@ def load_judge(name_or_path: str) -> Judge:
     if not (path.suffix in (".yaml", ".yml") and path.is_file()):
         known = judge_paths()
         if name_or_path not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name_or_path, list(known), n=2)
-            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-            raise ConfigError(f"unknown judge '{name_or_path}'{hint} (known: {', '.join(known)}; "
+            raise ConfigError(f"unknown judge '{name_or_path}'{suggest(name_or_path, known, n=2)} (known: {', '.join(known)}; "
                               f"or pass a judge YAML path)")
         path = known[name_or_path]
     try:
@@ -160,8 +166,6 @@ class CompletionCache:
                             self.entries[e["key"]] = e
 
     def _file_lock(self):
-        from ..runs import file_lock
-
         return file_lock(self.path.with_name(f".{self.path.name}.lock"))
 
     def _repair_tail(self) -> None:
@@ -210,8 +214,6 @@ class CompletionCache:
             self.entries[key] = entry
 
     def _append(self, line: bytes) -> None:
-        from ..runs import DiskFull, is_disk_full
-
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             start = os.fstat(fd).st_size

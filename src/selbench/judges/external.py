@@ -16,15 +16,25 @@ Formats read (one file, or a folder of them), detected per file:
 
 Prompts are matched to the registered eval sets (ids and texts), so the offline judge gets
 its reference answers. Only prompts present in both files are judged; the rest are counted
-in the result. Results: ``<runs>/external/<judge>/<A>__vs__<B>-<h8>/`` (``judgments.jsonl``,
-``result.json``, ``DONE``), completions cached in ``<runs>/external/<judge>/cache.jsonl``.
+in the result. Results: ``<runs>/external/judge/<judge>/<A>__vs__<B>-<h8>/``
+(``judgments.jsonl``, ``result.json``, ``DONE``; the layout of a run's judge stages, so they
+reach ``bench leaderboard``), completions cached in ``<runs>/external/judge/<judge>/cache.jsonl``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
 from pathlib import Path
+
+from tabulate import tabulate
+
+from ..config import stable_hash
+from ..data import EVAL_SETS, DataNotFound, PoolError, load_eval_set, parse_jsonl
+from ..runs import EXTERNAL, JUDGE, RunDir, experiment_root, stage_key
+from .base import CompletionCache, load_judge
+from .stage import build_items, judge_items, reduce, usage_of, write_rows
 
 
 class AnswerFormatError(ValueError):
@@ -38,7 +48,6 @@ def _rows(path: Path) -> list[dict]:
         if not isinstance(data, list):
             raise AnswerFormatError(f"{path}: expected a JSON list")
         return data
-    from ..data import parse_jsonl
 
     return parse_jsonl(text.splitlines(), path, AnswerFormatError, unit="line")
 
@@ -61,8 +70,6 @@ def detect_format(row: dict) -> str:
 
 def _eval_index(data_dir: str | None, sets: list[str]) -> tuple[dict, dict]:
     """(prompt text -> (set, id), (set, id) -> item) over the eval sets found in the data."""
-    from ..data import DataNotFound, PoolError, load_eval_set
-
     by_text, items = {}, {}
     for es in sets:
         try:
@@ -78,8 +85,6 @@ def _eval_index(data_dir: str | None, sets: list[str]) -> tuple[dict, dict]:
 def read_answers(path: str | Path, data_dir: str | None = None,
                  eval_set: str | None = None) -> tuple[dict, dict]:
     """Answers of one model: ({(eval set, id): {"prompt", "answer"}}, info)."""
-    from ..data import EVAL_SETS
-
     path = Path(path)
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     if not files:
@@ -148,14 +153,6 @@ def judge_files(answers_a: str | Path, answers_b: str | Path, judge_name: str,
                 eval_set: str | None = None, seed: int = 0, progress: bool = True,
                 log=print) -> dict:
     """Judge A against B (A = the model under test, B = the baseline) in both orders."""
-    import hashlib
-
-    from ..config import stable_hash
-    from ..runs import RunDir, stage_key
-    from . import load_judge
-    from .base import CompletionCache
-    from .stage import build_items, judge_items, reduce, usage_of, write_rows
-
     a, info_a = read_answers(answers_a, data_dir, eval_set)
     b, info_b = read_answers(answers_b, data_dir, eval_set)
     common = sorted(k for k in a if k in b)
@@ -169,12 +166,12 @@ def judge_files(answers_a: str | Path, answers_b: str | Path, judge_name: str,
         ans_a.setdefault(es, []).append({**base, "answer": a[(es, pid)]["answer"]})
         ans_b.setdefault(es, []).append({**base, "answer": b[(es, pid)]["answer"]})
     judge = load_judge(judge_name)
-    root = Path(runs_dir).expanduser().resolve() / "external"
-    rd = RunDir(root)
+    rd = RunDir(experiment_root(runs_dir, EXTERNAL))
     digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
     na, nb = safe_name(answers_a), safe_name(answers_b)
-    key = stage_key(judge.name, f"{na}__vs__{nb}", judge.cache_identity(), digest(ans_a), digest(ans_b))
-    cache = CompletionCache(root / judge.name / "cache.jsonl")
+    key = stage_key(f"{JUDGE}/{judge.name}", f"{na}__vs__{nb}", judge.cache_identity(),
+                    digest(ans_a), digest(ans_b))
+    cache = CompletionCache(rd.judge_cache(judge.name))
 
     def build(tmp: Path) -> None:
         recs = build_items(ans_a, ans_b)
@@ -201,8 +198,6 @@ def judge_files(answers_a: str | Path, answers_b: str | Path, judge_name: str,
 
 
 def render_result(res: dict) -> str:
-    from tabulate import tabulate
-
     rows = []
     for es, s in res["summary"].items():
         rows.append([es, f"{s['win']}/{s['tie']}/{s['lose']}", s["unparsed"], f"{s['pws']:.3f}",

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..hardware import pick_device
+from ..models import load_model, load_tokenizer, model_problem
 from . import prompts
 from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
 
@@ -26,11 +28,15 @@ class HFJudgeConfig:
 class HFJudge(Judge):
     config_cls = HFJudgeConfig
 
+    def needs(self) -> list[tuple[str, str]]:
+        p = model_problem(self.config.model)
+        if p is None or p[0] == "note":
+            return []
+        return [(p[0], f"judge '{self.name}' model {p[1]}")]
+
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:
-        import torch
-
-        from ..models import load_model, load_tokenizer, pick_device
+        import torch  # lazy: heavy
 
         c = self.config
         dev = pick_device(c.device)

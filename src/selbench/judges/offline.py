@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..embeddings import embed, minilm_dir
 from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
 
 
@@ -29,10 +30,15 @@ class RefSimJudge(Judge):
     config_cls = RefSimConfig
     kind = "offline"
 
+    def needs(self) -> list[tuple[str, str]]:
+        try:
+            minilm_dir()
+        except FileNotFoundError as e:
+            return [("error", f"judge '{self.name}': {e}")]
+        return []
+
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:
-        from ..embeddings import embed
-
         have = [i for i, it in enumerate(items) if it.reference]
         for i, it in enumerate(items):
             if not it.reference:

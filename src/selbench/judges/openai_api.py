@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import os
 import threading
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
+
+import tenacity
 
 from . import prompts
 from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
@@ -48,7 +52,19 @@ class OpenAIJudgeConfig:
     backoff_max: float = 60.0
     price_per_mtok_prompt: float | None = None  # USD per 1M prompt tokens, for the leaderboard
     price_per_mtok_completion: float | None = None
+    price_source: str | None = None  # where and when the prices were read (shown with costs)
     prompt_file: str | None = None  # own judge prompt (YAML: template, system, version)
+
+
+def server_reachable(base_url: str, timeout: float = 2.0) -> bool:
+    """Whether an OpenAI-compatible server answers at ``base_url`` (any HTTP answer counts)."""
+    try:
+        urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout)
+        return True
+    except urllib.error.HTTPError:
+        return True  # it answered (e.g. 401): it is there
+    except Exception:  # noqa: BLE001 - refused, timed out, no route: not there
+        return False
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -70,6 +86,16 @@ class OpenAIJudge(Judge):
 
     def cache_identity(self) -> dict:
         return {**super().cache_identity(), "request": self.params}
+
+    def needs(self) -> list[tuple[str, str]]:
+        c = self.config
+        if c.base_url is None and not self._key():
+            return [("needs-key", f"judge '{self.name}' needs the environment variable "
+                                  f"{c.api_key_env} (its API key)")]
+        if c.base_url is not None and not server_reachable(c.base_url):
+            return [("needs-server", f"judge '{self.name}' needs a server at {c.base_url} (not "
+                                     f"reachable now; start it before the judge stage)")]
+        return []
 
     def _key(self) -> str | None:
         return os.environ.get(self.config.api_key_env)
@@ -119,7 +145,6 @@ class OpenAIJudge(Judge):
 
     def call_one(self, client, item: JudgeItem, label: str) -> Completion:
         import openai
-        import tenacity
 
         c = self.config
         retrying = tenacity.Retrying(

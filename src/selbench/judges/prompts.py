@@ -1,9 +1,14 @@
 """Judge prompts. PROMPT_VERSION is part of every judge-cache key."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
+
+from ..config import ConfigError
 
 PROMPT_VERSION = "vicuna-pairwise-v1"
 
@@ -48,11 +53,6 @@ def load_prompt(path: str | None, relative_to: str | None = None) -> JudgePrompt
     editing the file re-judges and nothing else does."""
     if not path:
         return DEFAULT
-    import hashlib
-
-    import yaml
-
-    from ..config import ConfigError
 
     p = Path(path).expanduser()
     if not p.is_absolute() and relative_to and not p.exists():

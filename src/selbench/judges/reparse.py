@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..runs import atomic_write_text
+from ..runs import atomic_write_text, judge_results
 from .pairwise import summarize_rows
 from .stage import score_rows
 
@@ -25,8 +25,7 @@ def reparse_folder(folder: Path) -> None:
 
 def reparse_all(runs_dir: Path) -> int:
     n = 0
-    for res in sorted(Path(runs_dir).glob("*/judge/*/*/result.json")):
-        if (res.parent / "DONE").exists():
-            reparse_folder(res.parent)
-            n += 1
+    for res in judge_results(runs_dir):
+        reparse_folder(res.parent)
+        n += 1
     return n

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..runs import DamagedStage
-from .base import CompletionCache, Completion, Judge, JudgeItem, item_key
+from .base import Completion, CompletionCache, Judge, JudgeItem, item_key
 from .pairwise import pairwise_outcome, summarize_rows
 from .parse import parse_scores
 

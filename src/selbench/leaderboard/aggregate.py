@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..runs import judge_results, verify_folder
+
 COLUMNS = ["selector", "regime", "pool", "model", "ratio", "eval_set", "judge", "judge_kind",
            "win", "tie", "lose", "unparsed", "pws", "pws_compat", "ci95_lo", "ci95_hi",
            "position_consistency", "n_selected", "pool_size", "selection_seconds",
@@ -29,8 +31,6 @@ def _warn(msg: str) -> None:
 
 def _load_result(res: Path, warn=_warn) -> dict | None:
     """The parsed result.json of a finished judge folder, or None (with a warning) if damaged."""
-    from ..runs import verify_folder
-
     damaged = verify_folder(res.parent)
     if damaged:
         warn(f"skipping damaged result {res.parent}: {'; '.join(damaged)} (rerun the same "
@@ -52,9 +52,7 @@ def _load_result(res: Path, warn=_warn) -> dict | None:
 
 def collect(runs_dir: Path, warn=_warn) -> pd.DataFrame:
     rows = []
-    for res in sorted(Path(runs_dir).glob("*/judge/*/*/result.json")):
-        if not (res.parent / "DONE").exists():
-            continue
+    for res in judge_results(runs_dir):
         r = _load_result(res, warn)
         if r is None:
             continue

@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data import load_pool, resolve_data_dir
+from ..selectors.published import ALPACA_FILE, ENTRIES, INDEX_FILE, published_ids
 from .render import judge_groups
 from .stats import seed_summary, words
+from .study import train_key_of
 
 DEFAULT_PUBLISHED = ["cherry-ifd-5pct", "alpagasus-claude-t45", "long-is-more-1k-longest",
                      "dq-k5-5k", "superfiltering-fork-10pct"]
@@ -63,8 +66,6 @@ def _pick_ratio(p: pd.DataFrame, ratio: float | None) -> float:
 
 # --------------------------------------------------------------------------- Figure 3
 def fig_loss(df: pd.DataFrame, runs_dir: Path, out: Path, ratio: float | None = None) -> list[Path]:
-    from .study import train_key_of
-
     p = df[df.eval_set == "pooled"].drop_duplicates(subset=["experiment", "model_a"])
     if p.empty:
         return []
@@ -180,8 +181,6 @@ def fig_cost_vs_pws(df: pd.DataFrame, out: Path) -> list[Path]:
 # --------------------------------------------------------------------------- subsets
 def load_pool_of(runs_dir: Path, experiment: str, fingerprint: str | None = None):
     """The pool of an experiment's runs, from its manifest config (None if not loadable)."""
-    from ..data import load_pool
-
     m = runs_dir / experiment / "manifest.json"
     try:
         inv = json.loads(m.read_text())["invocations"]
@@ -220,9 +219,6 @@ def fig_overlap(df: pd.DataFrame, runs_dir: Path, out: Path, ratio: float | None
     pool = load_pool_of(runs_dir, r0.experiment, fp)
     notes = []
     if pool is not None and pool.name == "alpaca":
-        from ..data import resolve_data_dir
-        from ..selectors.published import ENTRIES, INDEX_FILE, ALPACA_FILE, published_ids
-
         dd = resolve_data_dir(data_dir)
         ids = set(pool.ids)
         for short in published if published is not None else DEFAULT_PUBLISHED:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..benchmark.grid import load_grid
+from ..judges.prompts import PROMPT_VERSION
+from ..runs import package_versions
 from . import report
 from .figures import make_figures
 from .render import LEGEND, _tag, details, table1_paper, table2_paper, warnings_section
@@ -31,8 +34,6 @@ FIG_TEXT = {
 
 
 def _versions(runs_dir: Path, experiments: list[str]) -> dict:
-    from ..runs import package_versions
-
     out = {}
     for exp in experiments:
         try:
@@ -64,7 +65,6 @@ def _grid_status(runs_dir: Path, experiments: list[str]) -> str:
             st = json.loads(f.read_text())
             cells = dict(st.get("cells", {}))
             try:  # cells the grid has not reached yet (still running, or stopped)
-                from ..benchmark.grid import load_grid
 
                 for c in load_grid(st["grid"]).cells:
                     cells.setdefault(c.name, {"state": "pending", "error": "not run yet"})
@@ -119,8 +119,6 @@ METHOD = """\
 
 def publish(runs_dir: Path, out: Path, title: str | None = None, data_dir: str | None = None,
             commands: list[str] | None = None, example_note: str | None = None) -> Path:
-    from ..judges.prompts import PROMPT_VERSION
-
     runs_dir, out = Path(runs_dir).resolve(), Path(out)
     df = collect_study(runs_dir)
     # a local model folder is shown by its name (no machine paths in a published folder)

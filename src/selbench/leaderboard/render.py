@@ -17,6 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .aggregate import collect
+from .study import collect_study
 
 CELL_KEYS = ["selector", "selector_fp", "regime", "pool", "model", "ratio", "setting_fp"]
 
@@ -253,7 +254,6 @@ def render(df: pd.DataFrame) -> str:
 def write_leaderboard(runs_dir: Path) -> tuple[Path, Path]:
     runs_dir = Path(runs_dir)
     try:  # the study columns (reference NLL, lengths, costs) join the CSV
-        from .study import collect_study
 
         df = collect_study(runs_dir)
     except Exception as e:  # noqa: BLE001 - never lose the leaderboard over an extra column

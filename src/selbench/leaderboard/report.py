@@ -12,8 +12,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from .render import _fmt, _tag, cells, judge_groups
-from .stats import (PRIOR_S2, PRIOR_TAU, judge_agreement, mde_pws, paired_bootstrap,
-                    seed_summary)
+from .stats import PRIOR_S2, PRIOR_TAU, judge_agreement, mde_pws, paired_bootstrap, seed_summary
 from .study import prompt_outcomes
 
 PAPER_PROMPTS = 298  # WizardLM 218 + Vicuna 80

@@ -23,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from ..estimates import forward_flops, model_params, profile_flops
+from ..judges.prompts import PROMPT_VERSION
+from ..runs import GENERATE, REFNLL, SELECT, TRAIN, RunDir, judge_results, train_key_of
 from .aggregate import collect
 from .stats import length_bias, words
 
@@ -46,21 +50,15 @@ def _read_jsonl(p: Path) -> list[dict]:
         return []
 
 
-def train_key_of(gen_key: str) -> str:
-    """generate/<train key>-<h8> -> <train key>."""
-    return gen_key.rsplit("-", 1)[0]
-
-
 def refnll_of(root: Path, train_key: str) -> dict:
-    hits = sorted((root / "refnll").glob(f"{train_key}-*/result.json"))
-    hits = [h for h in hits if (h.parent / "DONE").exists()]
-    return _read_json(hits[-1]).get("summary", {}) if hits else {}
+    hits = RunDir(root).find(REFNLL, train_key)
+    return _read_json(hits[-1] / "result.json").get("summary", {}) if hits else {}
 
 
 def answers_of(root: Path, gen_key: str) -> dict[str, dict[str, str]]:
     """eval set -> prompt id -> answer text."""
     out = {}
-    for f in sorted((root / "generate" / gen_key).glob("*.jsonl")):
+    for f in sorted(RunDir(root).stage_dir(GENERATE, gen_key).glob("*.jsonl")):
         out[f.stem] = {str(r["id"]): r.get("answer", "") for r in _read_jsonl(f)}
     return out
 
@@ -70,8 +68,8 @@ def judgments_of(result_json: Path) -> list[dict]:
 
 
 def _profile_tokens(root: Path, proxy: str | None, n: int | None) -> float | None:
-    for meta in sorted(root.glob("profiles/*/meta.json")):
-        m = _read_json(meta)
+    for folder in RunDir(root).profiles():
+        m = _read_json(folder / "meta.json")
         if m.get("n") == n and (proxy is None or m.get("config", {}).get("proxy") == proxy):
             return m.get("mean_tokens_per_example")
     return None
@@ -79,10 +77,6 @@ def _profile_tokens(root: Path, proxy: str | None, n: int | None) -> float | Non
 
 def proxy_flops(root: Path, select_dir: Path, n: int | None) -> float | None:
     """Estimated proxy FLOPs of one selection (None for selectors without a proxy)."""
-    import yaml
-
-    from ..plan import model_params
-
     try:
         cfg = yaml.safe_load((select_dir / "config.yaml").read_text()) or {}
     except OSError:
@@ -96,9 +90,9 @@ def proxy_flops(root: Path, select_dir: Path, n: int | None) -> float | None:
         return None
     T = _profile_tokens(root, proxy, n) or min(float((prof or cfg).get("max_length") or 180), 180.0)
     if prof is not None:
-        passes = int(prof.get("members", 1)) * int(prof.get("epochs", 1)) * (2 if prof.get("record") == "pass" else 1)
-        return 6.0 * P * n * T * passes
-    return 4.0 * P * n * T
+        return profile_flops(P, n, T, int(prof.get("members", 1)), int(prof.get("epochs", 1)),
+                             str(prof.get("record")))
+    return forward_flops(P, n, T, 2.0)
 
 
 @lru_cache(maxsize=64)
@@ -115,8 +109,6 @@ def _device_of(root: str) -> str:
 
 def collect_study(runs_dir: Path) -> pd.DataFrame:
     """``collect(runs_dir)`` plus the study columns (see the module docstring)."""
-    from ..judges.prompts import PROMPT_VERSION
-
     runs_dir = Path(runs_dir)
     df = collect(runs_dir)
     for c in STUDY_COLUMNS:
@@ -125,10 +117,9 @@ def collect_study(runs_dir: Path) -> pd.DataFrame:
         return df
     _device_of.cache_clear()
     results = {}
-    for res in sorted(runs_dir.glob("*/judge/*/*/result.json")):
-        if (res.parent / "DONE").exists():
-            r = _read_json(res)
-            results[(r.get("experiment"), r.get("judge"), r.get("model_a"), r.get("model_b"))] = (res, r)
+    for res in judge_results(runs_dir):
+        r = _read_json(res)
+        results[(r.get("experiment"), r.get("judge"), r.get("model_a"), r.get("model_b"))] = (res, r)
     cache: dict = {}
     out_rows = []
     for row in df.to_dict("records"):
@@ -161,16 +152,18 @@ def collect_study(runs_dir: Path) -> pd.DataFrame:
             if ck not in cache:
                 cache[ck] = refnll_of(root, train_key_of(gen))
             row[col] = (cache[ck].get(es) or {}).get("nll")
-        tj = _read_json(root / "train" / train_key_of(row["model_a"]) / "train.json")
+        rd = RunDir(root)
+        tj = _read_json(rd.stage_dir(TRAIN, train_key_of(row["model_a"])) / "train.json")
         row["train_seconds"], row["train_steps"], row["train_examples"] = (
             tj.get("seconds"), tj.get("steps"), tj.get("examples"))
-        row["full_train_seconds"] = _read_json(root / "train" / train_key_of(row["model_b"]) / "train.json").get("seconds")
+        row["full_train_seconds"] = _read_json(rd.stage_dir(TRAIN, train_key_of(row["model_b"]))
+                                               / "train.json").get("seconds")
         row["selection_device"] = _device_of(str(root))
         sk = r.get("select_key")
         if sk:
             ck = ("flops", str(root), sk)
             if ck not in cache:
-                cache[ck] = proxy_flops(root, root / "select" / sk, row.get("pool_size"))
+                cache[ck] = proxy_flops(root, rd.stage_dir(SELECT, sk), row.get("pool_size"))
             row["proxy_flops"] = cache[ck]
         row["judge_prompt_version"] = r.get("prompt_version") or PROMPT_VERSION
         row["result_dir"] = str(res.parent.relative_to(runs_dir))

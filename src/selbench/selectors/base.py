@@ -30,7 +30,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import from_dict, to_dict
+from ..estimates import model_params, profile_flops
 from ..registry import Registry
+from .codeid import code_identity
+from .proxy.config import profile_key_name, tiny_profile_params
 
 
 @dataclass
@@ -48,11 +51,21 @@ class SelectionContext:
     pool_key: str = ""  # identifies the pool (source + sample) for profile caching
     data_dir: str | None = None
     log: Callable[[str], None] = print
-    extra_seconds: float = 0.0  # upstream compute charged to this selection (e.g. proxy training)
     progress: bool = True  # progress bars for long scoring work
     launch: Any = None  # config.LaunchConfig: run scoring as N processes (stage "score")
     shard_root: Any = None  # folder for resumable score shards (runs/<exp>/shards)
+    eval_items: dict[str, list[dict]] = field(default_factory=dict)  # the run's eval prompts
+    judges: dict[str, Any] = field(default_factory=dict)  # the run's judges, built once
     notes: dict[str, Any] = field(default_factory=dict)
+    shared_work: dict[str, dict] = field(default_factory=dict)
+
+    def shared(self, key: str, what: str, seconds: float, built_here: bool,
+               flops: float | None = None) -> None:
+        """Record work this selection used that other selectors may share (one gradient
+        profile, one IFD pass, one embedding pass), keyed so a study charges it once:
+        ``seconds`` is what building it took, ``built_here`` whether this selection built it."""
+        self.shared_work[key] = {"key": key, "what": what, "seconds": float(seconds),
+                                 "built_here": bool(built_here), "flops": flops}
 
 
 @dataclass
@@ -78,10 +91,22 @@ def rank_by_score(scores: np.ndarray, seed: int) -> np.ndarray:
     return np.lexsort((tiebreak, -key, nan_last))
 
 
+NEEDS = ("proxy", "judge", "embeddings", "target")  # what a selector may need besides the pool
+
+
 class Selector:
     config_cls: type[SelectorConfig] = SelectorConfig
     registry_name: str = "?"
     description: str = ""
+    # what reports and `bench ls` say about the selector (results carry it: `meta()`)
+    paper_name: str = ""  # the name a paper's table uses ("Superfiltering", "G-SNR")
+    reference: str = ""  # the paper or code it follows (arXiv id, repo@commit)
+    family: str = "method"  # baseline | method | ablation | published | control
+    ablation_of: str | None = None  # the selector an ablation is a delta against (Table 2)
+    ablation_label: str = ""  # e.g. "#1 G_s - G_t"
+    report_rank: int = 50  # row order in tables (baselines first)
+    needs: tuple[str, ...] = ()  # from NEEDS: a proxy model, a judge, embeddings, a target set
+    cost_class: str = "free"  # free | cpu-seconds | proxy-forward | proxy-train | judge-calls
 
     def __init__(self, config: SelectorConfig | None = None, **params: Any):
         if config is None:
@@ -103,7 +128,25 @@ class Selector:
         return {}
 
     def cache_config(self) -> dict[str, Any]:
-        return {"selector": self.registry_name, **to_dict(self.config)}
+        """The select stage's identity: the selector, its config and its code (the source of
+        every module that defines it, plugin files included: editing a selector recomputes
+        its selections)."""
+        return {"selector": self.registry_name, **to_dict(self.config),
+                "code": code_identity(type(self))}
+
+    @classmethod
+    def meta(cls) -> dict[str, Any]:
+        """What a result records about its selector, so that reports need no registry."""
+        return {"name": cls.registry_name, "paper_name": cls.paper_name or cls.registry_name,
+                "family": cls.family, "ablation_of": cls.ablation_of,
+                "ablation_label": cls.ablation_label, "report_rank": cls.report_rank,
+                "needs": list(cls.needs), "cost_class": cls.cost_class, "reference": cls.reference}
+
+    def estimate(self, n: int, tokens: float) -> dict[str, Any] | None:
+        """Estimated selection work on a pool of ``n`` examples of ~``tokens`` tokens: a dict
+        with ``what``, ``flops``, ``kind`` (train | forward), ``shared`` (the key of work other
+        selectors reuse) and ``judge_calls``; None when it is negligible."""
+        return None
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         raise NotImplementedError
@@ -121,22 +164,44 @@ class Selector:
         return Selection([int(i) for i in order[:k]], scores, {"budget": k})
 
     def run(self, pool, ratio: float, ctx: SelectionContext) -> Selection:
+        """Select, and record the cost the same way for every selector: ``own_seconds`` (this
+        selection's work), the shared work it used (each with its key and build seconds; work
+        built by this selection is not counted twice), ``selection_seconds`` = own + shared
+        (what this selection costs on its own), the device, estimated FLOPs and judge calls."""
         t0 = time.perf_counter()
         sel = self.select(pool, ratio, ctx)
+        wall = time.perf_counter() - t0
         sel.info.setdefault("budget", budget(ratio, len(pool)))
-        sel.info["select_seconds"] = time.perf_counter() - t0
-        sel.info["selection_seconds"] = sel.info["select_seconds"] + ctx.extra_seconds
+        built = sum(w["seconds"] for w in ctx.shared_work.values() if w["built_here"])
+        own = max(0.0, wall - built)
+        shared = sorted(ctx.shared_work.values(), key=lambda w: w["key"])
+        sel.info["select_seconds"] = wall
+        sel.info["selection_seconds"] = own + sum(w["seconds"] for w in shared)
+        sel.info["cost"] = {"own_seconds": own, "shared": shared, "device": ctx.device,
+                            "selection_seconds": sel.info["selection_seconds"],
+                            "judge_calls": int(ctx.notes.get("judge_calls", 0)),
+                            "flops_est": sel.info.get("flops_est")}
         return sel
 
 
 class ProfileSelector(Selector):
     """Base for selectors built on the shared gradient profile (config field ``profile``)."""
 
+    needs = ("proxy",)
+    cost_class = "proxy-train"
+
     @classmethod
     def test_params(cls, tiny_model: str) -> dict[str, Any]:
-        from ..gradients import tiny_profile_params
-
         return tiny_profile_params(tiny_model)
+
+    def estimate(self, n: int, tokens: float) -> dict[str, Any] | None:
+        p = self.config.profile
+        P = model_params(p.proxy)
+        if not P:
+            return None
+        return {"what": f"gradient profile of {p.proxy} ({p.members} members x {p.epochs} epochs)",
+                "flops": profile_flops(P, n, min(tokens, p.max_length), p.members, p.epochs, p.record),
+                "kind": "train", "shared": profile_key_name(p)}
 
 
 SELECTORS: Registry[type[Selector]] = Registry("selector")
@@ -144,9 +209,11 @@ SELECTORS: Registry[type[Selector]] = Registry("selector")
 
 def with_shared_proxy(config_cls: type, params: dict[str, Any] | None, proxy: Any) -> dict[str, Any]:
     """``selector_params`` with the run's shared proxy settings (:class:`ProxyConfig`) filled
-    in: each set field goes to the selector config's same-named top-level field (``model``
-    -> ``proxy``), else to its ``profile`` dataclass; keys given in ``params`` win; fields
-    the selector does not have are ignored."""
+    in: each set field goes to the selector config's same-named field (``model`` -> ``proxy``)
+    at the top level **and** in its ``profile`` dataclass (GrADS-style has a top-level
+    ``batch_size`` for its own pass and a profile: both get the shared value, so its profile
+    is the same as G-SNR's); keys given in ``params`` win; fields the selector does not have
+    are ignored."""
     out = copy.deepcopy(dict(params or {}))
     if proxy is None:
         return out
@@ -158,9 +225,9 @@ def with_shared_proxy(config_cls: type, params: dict[str, Any] | None, proxy: An
         if value is None:
             continue
         name = "proxy" if key == "model" else key
-        if name in top:
+        if name in top and name != "profile":
             out.setdefault(name, value)
-        elif name in prof:
+        if name in prof:
             sub = out.setdefault("profile", {})
             if isinstance(sub, dict):
                 sub.setdefault(name, value)

@@ -8,7 +8,7 @@ reduction, so this is a documented instantiation, named "GrADS-style" everywhere
    frozen proxy; reused from the cache when G-SNR/SPICE already trained it).
 2. Signals per example, from batched backward passes at those weights: the gradient norm
    of the input-embedding matrix and of the LM head (Gram identity, see
-   :func:`selbench.gradients.per_example_embedding_head_norms`); optionally ``lora`` =
+   :func:`selbench.selectors.proxy.pergrad.per_example_embedding_head_norms`); optionally ``lora`` =
    the profile's epoch-1 LoRA gradient norm (member mean).
 3. Each signal is standardised over the pool (z-score); combined = mean of z-scores.
 4. A Gaussian KDE (scipy.stats.gaussian_kde, Scott bandwidth by default) is fitted to the
@@ -25,8 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile
-from .base import SELECTORS, SelectionContext, ProfileSelector, SelectorConfig
+from ..models import default_lora_targets, load_model, load_tokenizer
+from .base import SELECTORS, ProfileSelector, SelectionContext, SelectorConfig
+from .proxy.config import ProfileConfig
+from .proxy.pergrad import per_example_embedding_head_norms
+from .proxy.profile import attach_members, cached_profile
+from .proxy.scoring import collate, tokenize_pool
 
 
 @dataclass
@@ -67,14 +71,14 @@ def zscore(v: np.ndarray) -> np.ndarray:
 @SELECTORS.register("grads", "grads-style")
 class GradsStyle(ProfileSelector):
     config_cls = GradsConfig
+    paper_name = "GrADS-style"
+    reference = "Learn More, Forget Less: A Gradient-Aware Data Selection Approach for LLM (a documented instantiation)"
+    report_rank = 40
     description = "GrADS-style: embedding/LM-head gradient norms, z-combined, KDE band"
 
     def signals(self, pool, ctx: SelectionContext) -> dict[str, np.ndarray]:
         import torch
         from tqdm.auto import tqdm
-
-        from ..gradients import attach_members, collate, per_example_embedding_head_norms, tokenize_pool
-        from ..models import default_lora_targets, load_model, load_tokenizer
 
         c = self.config
         unknown = set(c.signals) - {"embedding", "lm_head", "lora"}

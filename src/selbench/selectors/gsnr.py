@@ -2,7 +2,7 @@
 
 From "Uncertainty-Aware Gradient Signal-to-Noise Data Selection for Instruction Tuning".
 A small frozen proxy carries an ensemble of M LoRA adapters trained for T epochs
-(:mod:`selbench.gradients`). With n_i^(m,e) = ||g_i^(m,e)||_2 the norm of example i's own
+(:mod:`selbench.selectors.proxy`). With n_i^(m,e) = ||g_i^(m,e)||_2 the norm of example i's own
 loss gradient for member m at epoch e:
 
     G_i^(e) = mean_m n_i^(m,e)                       (eq. 3, signal)
@@ -19,12 +19,15 @@ Table 2 ablations are registered as their own selectors and reuse the same cache
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile
-from .base import SELECTORS, SelectionContext, ProfileSelector, SelectorConfig
+from .base import SELECTORS, ProfileSelector, SelectionContext, SelectorConfig
+from .proxy.config import ProfileConfig
+from .proxy.profile import build_profile, cached_profile
 
 
 @dataclass
@@ -80,22 +83,37 @@ class GSNR(_GSNRBase):
 
     description = "G-SNR (GradFiltering): relative LoRA-gradient drop / ensemble variance"
     variant = "gsnr"
+    paper_name = "G-SNR"
+    reference = "Uncertainty-Aware Gradient Signal-to-Noise Data Selection for Instruction Tuning"
+    report_rank = 30
 
 
 @SELECTORS.register("gsnr-drop")
 class GSNRDrop(_GSNRBase):
+    family = "ablation"
+    ablation_of = "gsnr"
+    ablation_label = "#1 G_s - G_t"
+    report_rank = 31
     description = "G-SNR ablation #1: G_s - G_t"
     variant = "drop"
 
 
 @SELECTORS.register("gsnr-reldrop")
 class GSNRRelDrop(_GSNRBase):
+    family = "ablation"
+    ablation_of = "gsnr"
+    ablation_label = "#2 (G_s - G_t)/(G_s + eps)"
+    report_rank = 32
     description = "G-SNR ablation #2: (G_s - G_t) / (G_s + eps)"
     variant = "reldrop"
 
 
 @SELECTORS.register("gsnr-drop-var")
 class GSNRDropVar(_GSNRBase):
+    family = "ablation"
+    ablation_of = "gsnr"
+    ablation_label = "#3 (G_s - G_t)/(V_t + eps)"
+    report_rank = 33
     description = "G-SNR ablation #3: (G_s - G_t) / (V_t + eps)"
     variant = "drop-var"
 
@@ -107,12 +125,8 @@ def record_agreement(rows: list[dict], profile: ProfileConfig, device: str = "cp
     separate eval-mode pass (``record: pass``, eqs. 1-2). One ensemble training yields both.
     Returns Spearman correlations (utilities, and per member/epoch norms) and the overlap of
     the top fractions of the pool."""
-    import dataclasses
-    import math
 
     from scipy.stats import spearmanr
-
-    from ..gradients import build_profile
 
     cfg = dataclasses.replace(profile, record="pass", projection_dim=0)
     prof = build_profile(rows, cfg, device, progress=progress, keep_train_norms=True)

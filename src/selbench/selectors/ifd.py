@@ -24,12 +24,24 @@ positions. Batched and batch-size-1 scores agree to ~1e-6 relative in fp32.
 """
 from __future__ import annotations
 
+import heapq
 import math
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget, rank_by_score
+from ..config import stable_hash
+from ..embeddings import embed
+from ..estimates import forward_flops, model_params
+from ..launch import run_workers, uses_launcher, write_job_rows
+from ..models import load_model, load_tokenizer
+from ..shards import ShardStore, ranges
+from .base import (SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget,
+                   rank_by_score)
+from .proxy.scoring import decoder_and_head, row_sums, scored_logits
 
 
 def ifd_prompt(instruction: str, input_: str) -> str:
@@ -59,9 +71,7 @@ def _losses(model, seqs: list[tuple[list[int], int]], pad_id: int) -> list[float
     import torch
     import torch.nn.functional as F
 
-    from ..gradients import _decoder_and_head, row_sums, scored_logits
-
-    base, dec, head = _decoder_and_head(model)
+    base, dec, head = decoder_and_head(model)
     dev = next(model.parameters()).device
     T = max(len(s) for s, _ in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
@@ -190,14 +200,22 @@ def _report_text(r: dict, threshold: float) -> str:
 
 class _IFDBase(Selector):
     config_cls = IFDConfig
+    needs = ("proxy",)
+    cost_class = "proxy-forward"
+
+    def estimate(self, n: int, tokens: float) -> dict | None:
+        P = model_params(self.config.proxy)
+        if not P:
+            return None
+        return {"what": f"IFD pass of {self.config.proxy} (two forward passes per example)",
+                "flops": forward_flops(P, n, min(tokens, self.config.max_length), 2.0),
+                "kind": "forward", "shared": f"IFD pass of {self.config.proxy}"}
 
     @classmethod
     def test_params(cls, tiny_model: str) -> dict:
         return {"proxy": tiny_model, "max_length": 64, "batch_size": 8}
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
-        import time
-
         t0 = time.perf_counter()
         res = sharded_ifd_scores(pool.rows, self.config, ctx)
         self._details = res
@@ -215,22 +233,24 @@ def score_ifd_shards(rows: list[dict], proxy: str, max_length: int, batch_size: 
                      shard_dir, shard_size: int = IFD_SHARD_SIZE, device: str = "cpu",
                      rank: int = 0, world: int = 1, progress: bool = False) -> None:
     """Score the IFD shards rank `rank` of `world` owns and that are not written yet."""
-    from ..models import load_model, load_tokenizer
-    from ..shards import ShardStore, ranges
-
     store = ShardStore(shard_dir)
     spans = ranges(len(rows), shard_size)
     todo = store.todo(len(spans), rank, world)
     if not todo:
         return
+    t_load = time.perf_counter()
     tok = load_tokenizer(proxy)
     model = load_model(proxy, device).eval()
+    load_s = time.perf_counter() - t_load
     for i in todo:
         s, e = spans[i]
+        t0 = time.perf_counter()
         res = ifd_scores(model, tok, rows[s:e], max_length, batch_size, progress=progress)
         store.write(i, **{k: np.array([r[k] for r in res], dtype=np.float64)
                           for k in ("ppl_cond", "ppl_direct", "ifd")},
-                    status=np.array([_STATUS.index(r["status"]) for r in res], dtype=np.int8))
+                    status=np.array([_STATUS.index(r["status"]) for r in res], dtype=np.int8),
+                    seconds=np.array([time.perf_counter() - t0 + load_s]))
+        load_s = 0.0
 
 
 def sharded_ifd_scores(rows: list[dict], cfg: IFDConfig, ctx: SelectionContext) -> list[dict]:
@@ -239,24 +259,17 @@ def sharded_ifd_scores(rows: list[dict], cfg: IFDConfig, ctx: SelectionContext) 
     Shards live in ``runs/<exp>/shards/ifd-<h8>``, keyed by what decides the scores (proxy,
     max length, pool), so every ratio and both IFD selectors share them; a crash loses at
     most the shard in progress."""
-    import tempfile
-    from pathlib import Path
-
-    from ..config import stable_hash
-    from ..launch import run_workers, uses_launcher
-    from ..shards import ShardStore, ranges
 
     with tempfile.TemporaryDirectory() as tmpd:
         key = stable_hash("ifd", cfg.proxy, cfg.max_length, ctx.pool_key or len(rows))
         folder = Path(ctx.shard_root) / f"ifd-{key}" if ctx.shard_root else Path(tmpd) / "ifd"
         store = ShardStore(folder)
         n_shards = len(ranges(len(rows), IFD_SHARD_SIZE))
+        built_here = bool(store.missing(n_shards))
         if store.missing(n_shards):
             if uses_launcher(ctx.launch, "score"):
-                from ..benchmark.pipeline import write_rows_file
-
                 job = folder / "job"
-                write_rows_file(job / "rows.jsonl", rows)
+                write_job_rows(job / "rows.jsonl", rows)
                 run_workers("ifd", {"rows_file": str(job / "rows.jsonl"), "proxy": cfg.proxy,
                                     "max_length": cfg.max_length, "batch_size": cfg.batch_size,
                                     "shard_dir": str(folder), "shard_size": IFD_SHARD_SIZE,
@@ -268,17 +281,27 @@ def sharded_ifd_scores(rows: list[dict], cfg: IFDConfig, ctx: SelectionContext) 
         if missing:
             raise RuntimeError(f"IFD shards {missing} missing in {folder}")
         out: list[dict] = []
+        seconds = 0.0
         for i in range(n_shards):
             sh = store.read(i)
+            seconds += float(sh["seconds"][0]) if "seconds" in sh else 0.0
             out += [{"ppl_cond": float(a), "ppl_direct": float(b), "ifd": float(c),
                      "status": _STATUS[int(d)]}
                     for a, b, c, d in zip(sh["ppl_cond"], sh["ppl_direct"], sh["ifd"], sh["status"])]
+        if ctx.shard_root:
+            P = model_params(cfg.proxy)
+            ctx.shared(f"shards/ifd-{key}", f"IFD pass ({cfg.proxy}: PPL(y|x) and PPL(y))",
+                       seconds, built_here, forward_flops(P, len(rows), 2 * 180.0) if P else None)
         return out
 
 
 @SELECTORS.register("ifd", "superfiltering")
 class IFD(_IFDBase):
     """Superfiltering: top IFD among IFD < 1."""
+
+    paper_name = "Superfiltering"
+    reference = "arXiv 2402.00530; tianyi-lab/Superfiltering"
+    report_rank = 20
 
     description = "Superfiltering IFD (proxy PPL(y|x)/PPL(y)), keep IFD<1, top by IFD"
 
@@ -321,7 +344,6 @@ def facility_location_greedy(sim: np.ndarray, k: int) -> list[int]:
     submodlib's ``LazyGreedyOptimizer`` on ``FacilityLocationFunction`` (stopIfZeroGain and
     stopIfNegativeGain off): a max-heap of (bound, index), so equal bounds pop the larger
     index first; the popped element's fresh gain is accepted when >= the next bound."""
-    import heapq
 
     sim = np.asarray(sim)
     n = sim.shape[0]
@@ -355,12 +377,14 @@ class IFDDiverse(_IFDBase):
     differently in the last bits; ``kernel: cosine`` keeps selbench's earlier variant."""
 
     config_cls = IFDDiverseConfig
+    paper_name = "Superfiltering.D"
+    reference = "arXiv 2402.00530; tianyi-lab/Superfiltering@f0764af"
+    report_rank = 21
+    needs = ("proxy", "embeddings")
     description = ("Superfiltering.D: top 10x budget by IFD, facility location on MiniLM "
                    "embeddings with submodlib's euclidean kernel")
 
     def select(self, pool, ratio, ctx, scores=None) -> Selection:
-        from ..embeddings import embed
-
         c = self.config
         if c.kernel not in ("submodlib-euclidean", "cosine"):
             raise ValueError(f"ifd-diverse kernel must be submodlib-euclidean or cosine, got {c.kernel!r}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import DataNotFound, content_id, resolve_data_dir
 from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget
 
 INDEX_FILE = "published_selections/alpaca_selection_indices.json"
@@ -64,8 +65,6 @@ _CACHE: dict[tuple, list[str]] = {}
 
 def published_ids(entry: str, index_file: Path, alpaca_file: Path) -> tuple[list[str], dict]:
     """Content ids of the entry's rows, in the published order, and the entry's metadata."""
-    from ..data import content_id
-
     key = (entry, str(index_file), str(alpaca_file))
     index = json.loads(Path(index_file).read_text())["selections"]
     if entry not in index:
@@ -86,14 +85,14 @@ def published_ids(entry: str, index_file: Path, alpaca_file: Path) -> tuple[list
 class Published(Selector):
     config_cls = PublishedConfig
     entry: str = ""
+    family = "published"
+    report_rank = 90
 
     @classmethod
     def test_params(cls, tiny_model: str) -> dict:
         return {"require_pool": None, "test_entry": True}
 
     def _files(self, ctx: SelectionContext) -> tuple[Path, Path]:
-        from ..data import DataNotFound, resolve_data_dir
-
         dd = resolve_data_dir(ctx.data_dir)
         idx = Path(self.config.index_file) if self.config.index_file else (dd / INDEX_FILE if dd else None)
         alp = Path(self.config.alpaca_file) if self.config.alpaca_file else (dd / ALPACA_FILE if dd else None)

@@ -19,6 +19,9 @@ class RandomSelector(Selector):
 
     config_cls = RandomConfig
     description = "uniform random subset (seeded)"
+    paper_name = "Random"
+    family = "baseline"
+    report_rank = 0
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         return np.random.default_rng([ctx.seed, 7919]).random(len(pool))

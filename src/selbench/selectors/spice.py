@@ -54,8 +54,8 @@ duplicates, so the subset has exactly K distinct examples unless the half-life s
 window early (then the shortfall is reported as ``short_by``, never padded).
 
 What differs from the reference, and why:
-- Per-example gradients come batched from hooks (:class:`selbench.gradients.
-  PerExampleGrads`: ``sum_t d_t x_t^T`` per LoRA A/B layer), ``batch_size`` candidates per
+- Per-example gradients come batched from hooks (:class:`selbench.selectors.proxy.
+  pergrad.PerExampleGrads`: ``sum_t d_t x_t^T`` per LoRA A/B layer), ``batch_size`` candidates per
   backward (in length order, at most ``max_batch_tokens`` padded tokens), right-padded;
   they equal the batch-size-1 autograd loop to float rounding
   (tested, with dropout off, and with dropout on at batch size 1 under the same seed).
@@ -90,7 +90,13 @@ from typing import Any
 
 import numpy as np
 
+from ..config import ConfigError
+from ..estimates import model_params
+from ..models import load_model, load_tokenizer
 from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget
+from .proxy.pergrad import PerExampleGrads
+from .proxy.projections import Projector
+from .proxy.scoring import collate, scored_losses, tokenize_pool
 
 REFERENCE = "Chang-pw/SPICE@01a7b4247654f51b231ba4e35d0b7e8e6dbc3c98"
 
@@ -222,8 +228,6 @@ def tokenize_rows(rows: list[dict], tokenizer, template: str, max_length: int) -
     """``spice``: the reference's text, every token scored except pad ids; else a selbench
     template (``alpaca`` | ``chat``, response tokens only)."""
     if template != "spice":
-        from ..gradients import tokenize_pool
-
         return tokenize_pool(rows, tokenizer, template, max_length)
     pad = tokenizer.pad_token_id
     out = []
@@ -269,15 +273,13 @@ def token_batches(lengths: list[int], batch_size: int, max_tokens: int | None) -
 def window_gradients(model, examples: list[dict], pad_id: int, batch_size: int, device,
                      vectors: bool = True, projector=None, max_tokens: int | None = None):
     """Every example's own-loss gradient w.r.t. the trainable LoRA parameters at the current
-    weights, from batched backwards with :class:`~selbench.gradients.PerExampleGrads`.
+    weights, from batched backwards with :class:`~selbench.selectors.proxy.pergrad.PerExampleGrads`.
 
     Returns (G [n, P] float32 in ``model.parameters()`` order - or [n, d] projected - or
     None when ``vectors`` is False, squared norms [n] float64 of those rows, losses [n]). Examples go through in length order (less padding); rows come back in the
     given order; ``max_tokens`` caps the padded tokens of one batch (activation memory).
     The model's mode (train: dropout on) is left as it is."""
     import torch
-
-    from ..gradients import PerExampleGrads, collate, scored_losses
 
     params = trainable(model)
     n = len(examples)
@@ -310,8 +312,6 @@ def reference_window_gradients(model, examples: list[dict], pad_id: int, device)
     """The reference's loop (``compute_per_sample_grads``): one example per forward/backward
     with HF's own loss, the flattened ``.grad`` of every trainable parameter -> [n, P]."""
     import torch
-
-    from ..gradients import collate
 
     params = trainable(model)
     rows = []
@@ -362,14 +362,14 @@ class SpiceConfig(SelectorConfig):
     warmup_ratio: float = 0.03
     train_batch_size: int = 4  # per_device_train_batch_size of the proxy's update
     update_frequency: int = 1  # windows accumulated per optimizer step
-    projection_dim: int = 0  # 0 = full gradients (their default); their option: 8192
+    projection_dim: int = 0
+    """0 = full gradients (their default). In ``conflict_penalty`` mode (which needs dot
+    products) a projection to this many dims; ``top_k`` always uses exact squared norms."""
     projection: str = "auto"  # auto | gaussian (theirs) | countsketch | rademacher
     template: str = "spice"  # spice (their text, all tokens scored) | alpaca | chat
     seed_offset: int = 0  # reference seed = run seed + seed_offset (theirs: 2026)
 
     def __post_init__(self):
-        from ..config import ConfigError
-
         if self.mode not in ("top_k", "conflict_penalty"):
             raise ConfigError(f"spice mode must be top_k or conflict_penalty, got {self.mode!r}")
         if self.fisher_mode not in ("diag", "scalar"):
@@ -386,6 +386,11 @@ class Spice(Selector):
     """SPICE as released: see the module docstring."""
 
     config_cls = SpiceConfig
+    paper_name = "SPICE"
+    reference = REFERENCE
+    report_rank = 45
+    needs = ("proxy",)
+    cost_class = "proxy-train"
     description = ("SPICE (released algorithm): windows of 128 from a seeded permutation, "
                    "per-example LoRA grads at the current proxy, AdaFisher top-k / conflict "
                    "penalty, AdamW step on the picks (trains its own proxy: no shared profile)")
@@ -394,6 +399,13 @@ class Spice(Selector):
     def test_params(cls, tiny_model: str) -> dict[str, Any]:
         return {"proxy": tiny_model, "max_length": 48, "batch_size": 8, "pool_size": 12,
                 "learning_rate": 1e-2}
+
+    def estimate(self, n: int, tokens: float) -> dict | None:
+        P = model_params(self.config.proxy)
+        if not P:
+            return None  # one forward+backward per candidate at the current weights
+        return {"what": f"per-example gradients of {self.config.proxy} (trains its own proxy)",
+                "flops": 6.0 * P * n * min(tokens, self.config.max_length), "kind": "train"}
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         return self.select(pool, 1.0, ctx).scores
@@ -410,9 +422,6 @@ class Spice(Selector):
         import torch
         from tqdm.auto import tqdm
         from transformers import get_linear_schedule_with_warmup
-
-        from ..gradients import Projector
-        from ..models import load_model, load_tokenizer
 
         c = self.config
         t_start = time.perf_counter()
@@ -434,8 +443,12 @@ class Spice(Selector):
         sched = get_linear_schedule_with_warmup(opt, max(1, int(c.warmup_ratio * T)), T)
         order = epoch_order(N, seed, 0)
 
+        # top_k needs only each candidate's squared norm: computed exactly from the full
+        # per-example gradient (their default projects nothing either); a projection is
+        # applied only where dot products between candidates are needed (conflict_penalty)
         projector, proj_kind = None, "none"
-        if c.projection_dim > 0 and P > c.projection_dim:
+        need_vectors = c.mode == "conflict_penalty"
+        if need_vectors and c.projection_dim > 0 and P > c.projection_dim:
             kind = c.projection
             if kind == "auto":
                 kind = "gaussian" if P * c.projection_dim <= 2 ** 28 else "countsketch"
@@ -444,7 +457,6 @@ class Spice(Selector):
             else:
                 projector = Projector([P], c.projection_dim, kind, seed + 12345, dev)
             proj_kind = kind
-        need_vectors = c.mode == "conflict_penalty"
 
         scores = np.full(N, np.nan)
         picked: list[int] = []
@@ -513,7 +525,6 @@ class Spice(Selector):
         """Their step 5: HF token-mean loss per micro-batch, gradients summed, one step.
         A micro-batch over ``max_tokens`` padded tokens is run in pieces, each backward of
         its token-loss sum over the whole micro-batch's token count (the same gradient)."""
-        from ..gradients import collate, scored_losses
 
         def n_scored(e):
             return sum(1 for t in e["labels"][1:] if t != -100)

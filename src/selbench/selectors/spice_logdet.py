@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import heapq
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gradients import ProfileConfig, cached_profile
-from .base import SELECTORS, Selection, SelectionContext, ProfileSelector, SelectorConfig, budget
+from .base import SELECTORS, ProfileSelector, Selection, SelectionContext, SelectorConfig, budget
+from .proxy.config import ProfileConfig
+from .proxy.profile import cached_profile
 
 
 def _rowdot_chunks(G: np.ndarray, cols: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -231,8 +233,6 @@ class _SpiceBase(ProfileSelector):
         return np.log1p(a * np.einsum("ij,ij->i", G, G))
 
     def select(self, pool, ratio, ctx, scores=None) -> Selection:
-        import time
-
         c = self.config
         k = budget(ratio, len(pool))
         G = self._gradients(pool, ctx)
@@ -257,12 +257,16 @@ class _SpiceBase(ProfileSelector):
 
 @SELECTORS.register("spice-logdet")
 class SpiceLogdet(_SpiceBase):
+    paper_name = "SPICE-style log-det"
+    report_rank = 46
     description = ("SPICE-style variant: exact greedy conflict-aware full Fisher log-det over "
                    "the whole pool (projected LoRA grads of the shared G-SNR profile)")
 
 
 @SELECTORS.register("spice-logdet-diag", "spice-diag")  # alias: its name before `spice` became the released algorithm
 class SpiceLogdetDiag(_SpiceBase):
+    paper_name = "SPICE-style log-det (diag)"
+    report_rank = 47
     description = ("SPICE-style variant: spice-logdet with the diagonal Fisher diag(sum g^2) "
                    "(shared G-SNR profile)")
     diag = True

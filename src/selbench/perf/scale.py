@@ -10,6 +10,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..config import LaunchConfig
+from ..data import load_pool
+from ..hardware import pick_device
+from ..models import resolve_model
+from ..selectors import ifd
+from ..selectors.base import SelectionContext
+from ..selectors.proxy.config import ProfileConfig
+from ..selectors.proxy.profile import build_profile
+from .common import BENCHMARKS, Benchmark, machine, write_result
+
 
 def _timed(fn) -> float:
     t = time.perf_counter()
@@ -18,13 +28,6 @@ def _timed(fn) -> float:
 
 
 def run_scale(args) -> dict:
-    from .config import LaunchConfig
-    from .data import load_pool
-    from .gradients import ProfileConfig, build_profile
-    from .models import pick_device, resolve_model
-    from .selectors import ifd
-    from .selectors.base import SelectionContext
-
     dev = pick_device(args.device)
     rows = load_pool("alpaca", args.data_dir, size=args.n, seed=0).rows
     resolve_model(args.proxy)  # convert the embedded model once, outside the timings
@@ -55,9 +58,7 @@ def run_scale(args) -> dict:
     return out
 
 
-def main(rest: list[str]) -> int:
-    from .perf import _machine, _write
-
+def main(rest: list[str]) -> int:  # its own arguments (processes list)
     p = argparse.ArgumentParser(prog="bench perf scale")
     p.add_argument("--out", default="perf")
     p.add_argument("--data-dir", default=None)
@@ -70,11 +71,15 @@ def main(rest: list[str]) -> int:
     p.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
     args = p.parse_args(rest)
     res = run_scale(args)
-    res["machine"] = _machine()
+    res["machine"] = machine()
     row = {"n": args.n, "proxy": args.proxy}
     for k in args.processes:
         row[f"IFD ex/s x{k}"] = f"{res['ifd'][k]['examples_per_second']:.2f}"
         row[f"profile member-ex/s x{k}"] = f"{res['profile'][k]['member_examples_per_second']:.2f}"
     row["cpus"] = res["machine"].get("cpus")
-    _write(Path(args.out), "scale", res, row)
+    write_result(Path(args.out), "scale", res, row)
     return 0
+
+
+BENCHMARKS.add("scale", Benchmark(lambda args: None, "IFD and profile throughput with 1 and N processes "
+                                  "(the launcher path of the score stage)", {"own_parser": main}))
