@@ -156,7 +156,7 @@ def test_grid_runs_shares_the_baseline_keeps_going_and_resumes(tmp_path, tiny_mo
     g = load_grid(grid)
     assert len(g.cells) == 3
     text = render_grid_plan(g, plan_grid(g))
-    assert "3 cells" in text and "0 done, 3 to run" in text and "MDE ~" in text
+    assert "3 cells" in text and "0 done, 3 to run" in text and "planned MDE" in text
     logs = []
     status = run_grid(g, progress=False, log=logs.append)
     # one full-data model (24 rows) for every cell; one subset model per seed

@@ -29,10 +29,21 @@ def test_wheel_install_has_configs_and_runs(tmp_path, data_dir):
     assert "selbench/configs/default.yaml" in names
     assert "selbench/configs/judges/gpt-5.1.yaml" in names
     assert "selbench/configs/launch/accelerate-fsdp-8gpu.yaml" in names
-    # a venv that sees the installed dependencies but gets selbench from the wheel only
+    # a venv that sees the dependencies installed where this test runs (a venv or the system:
+    # `--system-site-packages` would see the *base* interpreter's, not this venv's) and gets
+    # selbench from the wheel only: the current site dirs are added by a .pth path list, which
+    # does not process their own .pth files, so an editable selbench there stays invisible
+    import site
+    import sysconfig
+
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    outer = [d for d in dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])
+             if Path(d).is_dir()]
+    (Path(purelib) / "_outer_deps.pth").write_text("\n".join(outer) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
                    timeout=600)
     where = subprocess.run([str(py), "-c", "import selbench, sys; print(selbench.__file__)"],

@@ -550,7 +550,7 @@ def _env():
             "TOKENIZERS_PARALLELISM": "false"}
 
 
-VOLATILE = {"selection_seconds", "calls", "judge_stats"}
+VOLATILE = {"selection_seconds", "selection_cost", "calls", "judge_stats"}  # timings, call counts
 
 
 def _final(root: Path) -> dict[str, object]:

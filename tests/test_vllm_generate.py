@@ -183,12 +183,9 @@ def test_pipeline_asks_for_vllm_before_any_work(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "vllm", None)
     pipe = Pipeline(build_config(sets=["generate.backend=vllm", f"runs_dir={tmp_path}",
                                        "device=cpu"]), progress=False, log=lambda m: None)
-    from selbench.benchmark.stages import RunData, Stages
-    from selbench.data import Pool
+    from selbench.benchmark.stages import RunData
 
-    pipe.data = RunData("x", Pool("x", [{"id": "a", "instruction": "i", "input": "", "output": "o"}],
-                                  "x"), {"vicuna": [{"id": "1", "prompt": "Hi?"}]})
-    pipe.keys = Stages(pipe.cfg, pipe.data, "cpu")
+    pipe.use_data(RunData.of({"vicuna": [{"id": "1", "prompt": "Hi?"}]}))
     with pytest.raises(g.BackendUnavailable, match="needs vLLM"):
         pipe.generate(StageKey("train", "full", "00000000"))
     assert not any(tmp_path.rglob("*.jsonl"))
@@ -296,6 +293,7 @@ def test_pipeline_generate_vllm_equals_hf(vllm_engine, smollm2, lora_adapter, ev
 
     from selbench.benchmark.generate import _ENGINES, VLLMEngine, read_answers
     from selbench.benchmark.pipeline import Pipeline
+    from selbench.benchmark.stages import RunData
     from selbench.config import build_config
     from selbench.runs import StageKey
 
@@ -307,7 +305,7 @@ def test_pipeline_generate_vllm_equals_hf(vllm_engine, smollm2, lora_adapter, ev
     for backend in ("vllm", "hf"):
         pipe = Pipeline(build_config(sets=sets + [f"generate.backend={backend}"]), progress=False,
                         log=lambda m: None)
-        pipe.evals = {"vicuna": eval_items[:3], "wizardlm": eval_items[3:]}
+        pipe.use_data(RunData.of({"vicuna": eval_items[:3], "wizardlm": eval_items[3:]}))
         tf = pipe.rd.path(tkey)
         if not (tf / "DONE").exists():
             shutil.copytree(lora_adapter, tf / "model")

@@ -1,4 +1,8 @@
-"""The `bench` command line: ls | run | leaderboard | judge | perf | plot."""
+"""The `bench` command line: ls | run | plan | grid | leaderboard | judge | export | perf | plot.
+
+A face only: each command parses its arguments, calls one function below and formats its
+errors. The flags of `bench run` / `bench plan` are config keys; their help is the config
+field's own documentation (``bench run --list-keys`` prints every key)."""
 from __future__ import annotations
 
 import argparse
@@ -15,38 +19,58 @@ from . import perf
 from .benchmark.grid import (dump_cells, load_grid, plan_grid, render_grid_plan, render_summary,
                              run_grid)
 from .benchmark.pipeline import Pipeline
-from .config import ConfigError, build_config, configs_root, to_dict
+from .benchmark.plan import PlanError, make_plan, render_plan
+from .config import ConfigError, all_keys, build_config, configs_root, key_doc, to_dict
 from .data import EVAL_SETS, DataNotFound, PoolError
 from .export import export_answers, export_subset
 from .judges import JUDGE_TYPES, judge_paths
 from .judges.external import judge_files, render_result
 from .judges.reparse import reparse_all
 from .judges.stage import scrub_secrets
+from .launch import Terminated
 from .leaderboard import collect, render, write_leaderboard
 from .leaderboard.plots import plot_trajectories
 from .leaderboard.publish import publish
 from .models import EMBEDDED_MODELS
-from .benchmark.plan import PlanError, make_plan, render_plan
+from .perf.common import BENCHMARKS
 from .plugins import load_plugin
 from .registry import RegistryError
 from .runs import DamagedStage, DiskFull
 from .selectors import SELECTORS
 
+# `bench run` / `bench plan` flags: (flag, config key, argparse type); help = the key's doc
+RUN_FLAGS = [("--selector", "selector", str), ("--ratio", "ratios", str), ("--seed", "seed", int),
+             ("--judge", "judges", str), ("--data-dir", "data.data_dir", str),
+             ("--runs-dir", "runs_dir", str), ("--experiment", "experiment", str),
+             ("--model", "model", str), ("--pool", "data.pool", str),
+             ("--pool-size", "data.pool_size", int), ("--eval-limit", "data.eval_limit", int),
+             ("--backend", "generate.backend", str), ("--device", "device", str),
+             ("--threads", "threads", int)]
+
 
 def _default_config_files(args) -> list[str]:
     if args.config:
         return args.config
-
     default = configs_root() / "default.yaml"
     return [str(default)] if default.exists() else []
 
 
+def _existing_runs_dir(path: str, what: str) -> Path:
+    """A runs folder that must already exist (reading commands never create one)."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ConfigError(f"{what}: runs folder {p} does not exist (give the --runs-dir that "
+                          f"`bench run` / `bench grid` wrote to)")
+    return p
+
+
 def cmd_ls(args) -> int:
-    print("selectors:")
+    print("selectors (needs: what it uses besides the pool):")
     for n in SELECTORS.names():
         cls = SELECTORS.get(n)
         al = SELECTORS.aliases_of(n)
-        print(f"  {n:<16} {cls.description}" + (f"  (aliases: {', '.join(al)})" if al else ""))
+        needs = ", ".join(cls.needs) if cls.needs else "-"
+        print(f"  {n:<28} [{needs}] {cls.description}" + (f"  (aliases: {', '.join(al)})" if al else ""))
     print("judges (configs/judges/*.yaml):")
     for n, p in judge_paths().items():
         t = (yaml.safe_load(p.read_text()) or {}).get("type", "?")
@@ -64,26 +88,19 @@ def cmd_ls(args) -> int:
 
 def _run_overrides(args) -> dict:
     o = {}
-    if args.selector:
-        o["selector"] = args.selector
-    if args.ratio is not None:
-        try:
-            o["ratios"] = [float(x) for x in args.ratio.split(",")]
-        except ValueError:
-            raise ConfigError(f"--ratio {args.ratio!r}: expected a number in (0, 1] or a comma "
-                              f"list, e.g. --ratio 0.05,0.10") from None
-    if args.seed is not None:
-        o["seed"] = args.seed
-    if args.judge:
-        o["judges"] = args.judge.split(",")
-    for flag, key in (("data_dir", "data.data_dir"), ("runs_dir", "runs_dir"),
-                      ("experiment", "experiment"), ("model", "model"), ("pool", "data.pool"),
-                      ("pool_size", "data.pool_size"), ("eval_limit", "data.eval_limit"),
-                      ("backend", "generate.backend"), ("device", "device"),
-                      ("threads", "threads")):
-        v = getattr(args, flag, None)
-        if v is not None:
-            o[key] = v
+    for flag, key, _ in RUN_FLAGS:
+        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if v is None:
+            continue
+        if key == "ratios":
+            try:
+                v = [float(x) for x in v.split(",")]
+            except ValueError:
+                raise ConfigError(f"--ratio {v!r}: expected a number in (0, 1] or a comma "
+                                  f"list, e.g. --ratio 0.05,0.10") from None
+        elif key == "judges":
+            v = v.split(",")
+        o[key] = v
     return o
 
 
@@ -92,22 +109,30 @@ def _print_config(cfg) -> int:
     return 0
 
 
+def _list_keys() -> int:
+    for key, tp, default, doc in all_keys():
+        print(f"{key} ({tp}, default {default!r}): {doc}")
+    return 0
+
+
 def _silence_libraries() -> None:
     """--quiet: our stage lines only (no library warnings, dataset bars or step dicts)."""
     os.environ["TRANSFORMERS_VERBOSITY"] = "error"
     os.environ["TQDM_DISABLE"] = "1"
     warnings.filterwarnings("ignore")
-    from transformers.utils import logging as tlog
+    from transformers.utils import logging as tlog  # lazy: heavy; only with --quiet
 
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
-    import datasets
+    import datasets  # lazy: heavy; only with --quiet
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
 
 
 def cmd_plan(args) -> int:
+    if args.list_keys:
+        return _list_keys()
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
     if args.print_config:
         return _print_config(cfg)
@@ -117,14 +142,13 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    if args.dry_run or args.print_config:
+    if args.dry_run or args.print_config or args.list_keys:
         return cmd_plan(args)
     if args.quiet:
         _silence_libraries()
     SELECTORS.canonical(args.selector) if args.selector else None  # did-you-mean early
     cfg = build_config(_default_config_files(args), _run_overrides(args), args.set)
     results = Pipeline(cfg, progress=not args.quiet).run([Path(sys.argv[0]).name, *sys.argv[1:]])
-
     df = collect(Path(cfg.runs_dir).expanduser().resolve())
     keys = {r["model_a"] for r in results}
     print(render(df[df.model_a.isin(keys)]))
@@ -133,10 +157,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    csv, md = write_leaderboard(Path(args.runs_dir))
+    runs = _existing_runs_dir(args.runs_dir, "bench leaderboard")
+    csv, md = write_leaderboard(runs)
     if args.publish:
-        readme = publish(Path(args.runs_dir), Path(args.publish), title=args.title,
-                         data_dir=args.data_dir, example_note=args.note)
+        readme = publish(runs, Path(args.publish), title=args.title, data_dir=args.data_dir,
+                         example_note=args.note)
         print(f"published {readme.parent}: README.md, leaderboard.csv, figures/")
         return 0
     print(md.read_text())
@@ -150,7 +175,6 @@ def cmd_judge(args) -> int:
             print("error: bench judge needs --answers-a, --answers-b and --judge together",
                   file=sys.stderr)
             return 2
-
         res = judge_files(args.answers_a, args.answers_b, args.judge, args.runs_dir,
                           args.data_dir, args.eval_set)
         print(render_result(res))
@@ -160,27 +184,27 @@ def cmd_judge(args) -> int:
         print("error: bench judge needs --reparse, or --answers-a A --answers-b B --judge J",
               file=sys.stderr)
         return 2
-
-    n = reparse_all(Path(args.runs_dir))
+    runs = _existing_runs_dir(args.runs_dir, "bench judge --reparse")
+    n = reparse_all(runs)
     print(f"re-parsed {n} judge results from cached completions (no API calls)")
-
-    write_leaderboard(Path(args.runs_dir))
+    write_leaderboard(runs)
     return 0
 
 
 def cmd_grid(args) -> int:
-    grid = load_grid(args.grid, args.set)
+    sets = list(args.set) + ([f"runs_dir={args.runs_dir}"] if args.runs_dir else [])
+    grid = load_grid(args.grid, sets)
     if args.list:
         print(dump_cells(grid))
         return 0
-    print(render_grid_plan(grid, plan_grid(grid)), flush=True)
+    planned = plan_grid(grid)
+    print(render_grid_plan(grid, planned, verbose=args.verbose), flush=True)
     if args.dry_run:
-        return 0
+        return 2 if planned["problems"] else 0
     status = run_grid(grid, progress=not args.quiet,
                       command=[Path(sys.argv[0]).name, *sys.argv[1:]])
     print(render_summary(status))
     print(f"grid status: {grid.status_path}")
-
     csv, md = write_leaderboard(grid.runs_root.parent)
     print(f"leaderboard: {md}")
     return 0 if all(v["state"] == "ok" for v in status["cells"].values()) else 1
@@ -205,6 +229,13 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _common(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """Options every command takes, before or after the command name."""
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                        dest="plugin" if top else "plugin_after",
+                        help="import a selector plugin file (registers its selectors); repeatable")
+
+
 def build_parser() -> argparse.ArgumentParser:
     try:
         ver = version("selbench")
@@ -215,14 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  bench run --selector gsnr --ratio 0.05\n  bench plan --config "
                "configs/paper/alpaca-llama2-7b-lora.yaml --selector ifd\n  bench leaderboard")
     p.add_argument("--version", action="version", version=f"selbench {ver}")
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
-                   help="import a selector plugin file (registers its selectors); repeatable")
+    _common(p, top=True)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-    sub.add_parser("ls", help="list selectors, judges, eval sets, models").set_defaults(fn=cmd_ls)
+    ls = sub.add_parser("ls", help="list selectors (and what each needs), judges, eval sets, models")
+    ls.set_defaults(fn=cmd_ls)
 
     r = sub.add_parser("run", help="select -> train -> generate -> judge -> leaderboard")
     pl_ = sub.add_parser("plan", help="resolve a run without computing: stages done/to run, "
-                         "needs and whether they are reachable, steps, FLOPs, judge calls")
+                         "needs, memory per device, steps, FLOPs, hours, judge calls and cost")
     for parser in (r, pl_):
         _run_args(parser)
     r.add_argument("--dry-run", action="store_true", help="print the plan (= bench plan) and stop")
@@ -231,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl_.set_defaults(fn=cmd_plan)
 
     lb = sub.add_parser("leaderboard", help="CSV + markdown from every finished run")
-    lb.add_argument("--runs-dir", default="runs")
+    lb.add_argument("--runs-dir", default="runs", help="the runs folder to read (must exist)")
     lb.add_argument("--publish", metavar="DIR", help="write a self-contained study folder: "
                     "README.md (tables, statistics, figures, method notes), the CSV, figures/")
     lb.add_argument("--title", help="title of the published README")
@@ -240,41 +271,42 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--data-dir", help="data folder (pool rows and published subsets for the "
                     "figures; else $SELBENCH_DATA_DIR)")
     lb.set_defaults(fn=cmd_leaderboard)
+    _common(lb)
     _rest(sub)
     g = sub.add_parser("grid", help="selectors x ratios x pools x models x regimes x seeds in "
                        "one command, on the shared stage cache (prints the plan first)")
     g.add_argument("grid", help="grid YAML (e.g. configs/grid-smoke.yaml)")
-    g.add_argument("--dry-run", action="store_true", help="print the plan (cells, MDE) and stop")
+    g.add_argument("--dry-run", action="store_true", help="print the plan (stages, hours, cost, "
+                   "MDE, problems) and stop; exit 2 on problems")
     g.add_argument("--list", action="store_true", help="list the expanded cells and stop")
+    g.add_argument("--verbose", action="store_true", help="the plan lists every cell")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--runs-dir", help=key_doc("runs_dir") + " (every cell)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell")
     g.set_defaults(fn=cmd_grid)
+    _common(g)
     return p
 
 
 def _run_args(r) -> None:
     r.add_argument("--config", action="append", help="YAML config (repeatable, later wins); "
                    "default: configs/default.yaml (CPU smoke scale)")
-    r.add_argument("--selector")
-    r.add_argument("--ratio", help="one ratio or a comma list, each in (0, 1]")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--judge", help="judge name(s) from configs/judges, comma separated")
-    r.add_argument("--data-dir", help="folder with train/ and eval_prompts/ "
-                   "(else $SELBENCH_DATA_DIR)")
-    r.add_argument("--runs-dir")
-    r.add_argument("--experiment")
-    r.add_argument("--model")
-    r.add_argument("--pool")
-    r.add_argument("--pool-size", type=int)
-    r.add_argument("--eval-limit", type=int)
-    r.add_argument("--backend", choices=["hf", "vllm"])
-    r.add_argument("--device")
-    r.add_argument("--threads", type=int)
+    for flag, key, tp in RUN_FLAGS:
+        doc = key_doc(key)
+        if key == "ratios":
+            doc += " One ratio or a comma list."
+        elif key == "judges":
+            doc += " Comma separated."
+        r.add_argument(flag, type=tp, help=f"{doc} (config key {key})")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set train.learning_rate=1e-4")
+                   help="override any config key, e.g. --set train.learning_rate=1e-4 "
+                        "(--list-keys lists them)")
     r.add_argument("--print-config", action="store_true",
                    help="print the resolved config (all layers applied) as YAML and stop")
+    r.add_argument("--list-keys", action="store_true",
+                   help="list every config key with its type, default and documentation")
+    _common(r)
 
 
 def _rest(sub) -> None:
@@ -287,11 +319,14 @@ def _rest(sub) -> None:
     j.add_argument("--judge", help="judge name from configs/judges (or a YAML path)")
     j.add_argument("--eval-set", help="eval set of answer files without prompts (FastChat)")
     j.add_argument("--data-dir", help="data folder with eval_prompts/ (else $SELBENCH_DATA_DIR)")
-    j.add_argument("--runs-dir", default="runs")
+    j.add_argument("--runs-dir", default="runs", help="runs folder (results of --answers-a/-b go "
+                   "to <runs>/external/judge/<judge>/, where the leaderboard reads them)")
     j.set_defaults(fn=cmd_judge)
+    _common(j)
 
     pf = sub.add_parser("perf", help="benchmarks; results written to a JSON + markdown file")
-    pf.add_argument("what", choices=["gsnr", "gsnr-record", "ifd", "spice", "spice-logdet", "grads", "generate", "scale"])
+    pf.add_argument("what", choices=BENCHMARKS.names(),
+                    help="; ".join(f"{n}: {BENCHMARKS.get(n).help}" for n in BENCHMARKS.names()))
     pf.add_argument("rest", nargs=argparse.REMAINDER)
     pf.set_defaults(fn=cmd_perf)
 
@@ -303,6 +338,7 @@ def _rest(sub) -> None:
     ex.add_argument("--format", default="jsonl", choices=["jsonl", "hf"], help="subset format")
     ex.add_argument("--generator", help="answers: the generator name (default: the folder name)")
     ex.set_defaults(fn=cmd_export)
+    _common(ex)
 
     pl = sub.add_parser("plot", help="figures")
     pl.add_argument("kind", choices=["trajectories"])
@@ -314,7 +350,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Every expected failure (bad input, the project's errors, OS errors
     such as a full disk or a permission problem) prints one line ``error: ...`` (secrets
     scrubbed) and returns 2; ``--debug`` (anywhere on the line) shows the traceback."""
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SELBENCH_DEBUG", "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
@@ -326,9 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if args.plugin:
-            for path in args.plugin:
-                load_plugin(path)
+        for path in [*args.plugin, *getattr(args, "plugin_after", [])]:
+            load_plugin(path)
         return args.fn(args)
     except KeyboardInterrupt:
         if debug:
@@ -336,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished stages and judge calls are kept; rerun the same "
               "command to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM): launched workers were stopped; finished stages and judge "
+              "calls are kept; rerun the same command to resume", file=sys.stderr)
+        return 143
     except (ConfigError, RegistryError, PoolError, DataNotFound, PlanError, DamagedStage,
             ValueError, OSError, RecursionError, RuntimeError) as e:
         if debug:

@@ -7,11 +7,16 @@ name the file (or flag) and the key.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
+import inspect
+import io
 import json
 import os
 import re
+import textwrap
+import tokenize
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -44,37 +49,40 @@ class DataConfig:
     response, input: context}; rows with a chat ``messages`` (or ShareGPT ``conversations``)
     list are read as instruction = first user turn, output = the assistant turn after it."""
     sample_seed: int = 0
+    """Seed of the pool sample (data.pool_size)."""
     eval_sets: list[str] = field(default_factory=lambda: ["wizardlm", "vicuna"])
+    """Eval sets to answer and judge: registered names (wizardlm, vicuna, koala, lima,
+    sinstruct) or a .jsonl file of your own (a prompt field per row; see the README)."""
     eval_limit: int | None = None
     """First N prompts of each eval set (None = all)."""
 
 
 @dataclass
 class TrainConfig:
-    method: str = "lora"  # lora | full
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = None  # None = attention q/k/v (auto-detected)
-    learning_rate: float = 2e-4
-    epochs: float = 1.0
+    method: str = "lora"  # lora | full fine-tuning of the target model
+    lora_r: int = 8  # LoRA rank
+    lora_alpha: int = 16  # LoRA alpha
+    lora_dropout: float = 0.05  # LoRA dropout
+    target_modules: list[str] | None = None  # LoRA targets; None = attention q/k/v (auto-detected)
+    learning_rate: float = 2e-4  # peak learning rate (AdamW)
+    epochs: float = 1.0  # passes over the training rows
     batch_size: int = 8  # per device (per process)
-    grad_accum: int = 1
+    grad_accum: int = 1  # gradient accumulation steps (derived when effective_batch is set)
     effective_batch: int | None = None
     """Examples per optimizer step over all processes; when set, grad_accum is derived as
     effective_batch / (batch_size * launch.num_processes), so the recipe is the same on 1 or
     8 GPUs (and the cache key does not depend on the split)."""
-    max_length: int = 256
-    template: str = "alpaca"  # alpaca | chat
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
+    max_length: int = 256  # tokens per training row (longer rows are truncated, never dropped)
+    template: str = "alpaca"  # prompt format: alpaca | chat (the model's chat template)
+    lr_scheduler: str = "cosine"  # transformers scheduler name
+    warmup_ratio: float = 0.03  # share of the steps spent warming up
+    weight_decay: float = 0.0  # AdamW weight decay
     precision: str = "auto"
     """auto | fp32 | bf16. auto = bf16 where the device computes it natively (a CUDA GPU
     with bf16, a CPU with avx512_bf16 or AMX), else fp32; the model is loaded in this dtype
     and the resolved value is part of the train stage key."""
-    seed: int = 42
-    max_steps: int = -1
+    seed: int = 42  # training seed (data order, LoRA init)
+    max_steps: int = -1  # stop after this many optimizer steps (-1 = by epochs)
     min_steps: int = 0
     """Train at least this many optimizer steps (more epochs over a small subset): at the
     smoke scale a 5% subset is one or two batches, too few updates to move a model."""
@@ -89,11 +97,11 @@ class GenerateConfig:
     them recomputes the stage). ``generate_cache_config`` in ``benchmark/generate.py`` gives
     the answer-relevant subset, resolved on the device (written to the stage's config.yaml)."""
     backend: str = "hf"  # hf | vllm
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256  # answer length limit
     batch_size: int = 16  # hf only (vLLM schedules its own batches)
     temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    seed: int = 0
+    top_p: float = 1.0  # nucleus sampling (only when temperature > 0)
+    seed: int = 0  # sampling seed
     template: str | None = None  # None = same as train.template
     dtype: str = "auto"
     """auto | float32 | bfloat16 | float16. auto = bfloat16 where the device computes it
@@ -101,7 +109,7 @@ class GenerateConfig:
     backends). Greedy answers of hf and vLLM agree token for token in float32; in bfloat16
     they may diverge after some tokens. The resolved dtype is part of the generate key."""
     # ---- vLLM engine (backend vllm only)
-    tensor_parallel_size: int = 1
+    tensor_parallel_size: int = 1  # vLLM: GPUs per engine
     max_model_len: int | None = None  # None = the model's own context length
     enforce_eager: bool | None = None
     """None = eager on a CPU (torch.compile would add ~90 s per engine start), CUDA graphs on a GPU."""
@@ -119,7 +127,7 @@ class LaunchConfig:
     (temp folder renamed on success) whatever runs inside it."""
 
     launcher: str = "none"  # none | torchrun | accelerate
-    num_processes: int = 1
+    num_processes: int = 1  # processes (one per GPU) of a launched stage
     config_file: str | None = None  # accelerate config (DDP / FSDP / DeepSpeed ZeRO-3)
     extra_args: list[str] = field(default_factory=list)  # e.g. multi-node rendezvous flags
     stages: list[str] = field(default_factory=lambda: ["train", "score"])
@@ -136,10 +144,10 @@ class ProxyConfig:
     Fields a selector does not have are ignored for it, so one layer
     (``configs/paper/proxy-gpt2.yaml``) is accepted with any selector."""
 
-    model: str | None = None  # -> `proxy` / `profile.proxy`
-    max_length: int | None = None
-    batch_size: int | None = None
-    precision: str | None = None  # fp32 | bf16 (gradient profile)
+    model: str | None = None  # proxy model of every proxy selector (-> `proxy` / `profile.proxy`)
+    max_length: int | None = None  # tokens per example the proxy reads
+    batch_size: int | None = None  # proxy batch size (scoring and the gradient profile)
+    precision: str | None = None  # gradient profile: fp32 | bf16 | auto
     record: str | None = None  # gradient profile: pass (at theta_e, eval mode) | train
     projection_dim: int | None = None  # projected gradients (SPICE variants)
 
@@ -160,11 +168,18 @@ class PlanConfig:
 @dataclass
 class RunConfig:
     experiment: str = "default"
+    """Name of the experiment folder under runs_dir; stages are shared within it."""
     runs_dir: str = "runs"
+    """Folder that holds the experiments (runs/<experiment>/...) and the leaderboard."""
     model: str = "smollm2-135m-instruct"
+    """Target model to fine-tune: an embedded name (smollm2-135m-instruct, gemma3-270m), a
+    local folder or a Hugging Face hub id."""
     selector: str = "random"
+    """Selector name (bench ls lists them)."""
     ratios: list[float] = field(default_factory=lambda: [0.05])
+    """Fractions of the pool to select, each in (0, 1]; one subset model per ratio."""
     seed: int = 0
+    """Selection seed (tie-breaks, random subsets, proxy inits and data orders)."""
     selector_params: dict[str, Any] = field(default_factory=dict)
     """Overrides of the chosen selector's own config dataclass (validated there)."""
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
@@ -173,6 +188,7 @@ class RunConfig:
     """Training loggers for TRL's report_to (wandb, tensorboard, mlflow...). Never part of a
     cache key: turning logging on retrains nothing."""
     judges: list[str] = field(default_factory=lambda: ["offline-refsim-minilm"])
+    """Judge names from configs/judges (or YAML paths); several give per-judge PWS and a mean."""
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -457,6 +473,62 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("generate.kv_cache_gb must be positive (or null for the default)")
     if cfg.data.pool_size is not None and cfg.data.pool_size <= 0:
         raise ConfigError("data.pool_size must be positive")
+
+
+# --------------------------------------------------------------------------- docs
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its documentation in the dataclass source: the string right after the
+    field, else the comment at the end of its line (what ``--help`` shows)."""
+    try:
+        src = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    body = ast.parse(src).body[0].body
+    docs = {}
+    for i, node in enumerate(body):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        nxt = body[i + 1] if i + 1 < len(body) else None
+        if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) \
+                and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+        elif node.end_lineno in comments:
+            docs[node.target.id] = comments[node.end_lineno]
+    return docs
+
+
+def key_doc(path: str, root: type | None = None) -> str:
+    """The documentation of a dotted config key (``train.learning_rate``), "" if none."""
+    cls = root or RunConfig
+    parts = path.split(".")
+    for part in parts[:-1]:
+        tp = typing.get_type_hints(cls).get(part)
+        if tp is None or not is_dataclass(tp):
+            return ""
+        cls = tp
+    return field_docs(cls).get(parts[-1], "")
+
+
+def all_keys(cls: type | None = None, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type name, default, doc) of every config key, nested dataclasses expanded."""
+    cls = cls or RunConfig
+    out = []
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    inst = cls()
+    for f in fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if is_dataclass(tp):
+            out += all_keys(tp, key + ".")
+        else:
+            out.append((key, _type_name(tp) if not typing.get_origin(tp) else str(tp).replace("typing.", ""),
+                        to_dict(getattr(inst, f.name)), docs.get(f.name, "")))
+    return out
 
 
 # --------------------------------------------------------------------------- hashing

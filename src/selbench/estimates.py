@@ -237,6 +237,7 @@ class DeviceClass:
     bandwidth: float
     memory_gb: float
     source: str
+    proxy_flops: float | None = None  # the proxy's tight training loop (None = train_flops)
 
 
 # CPU figures: measured end to end on this project's 2-core AVX2 CPU in fp32 with the
@@ -249,7 +250,8 @@ class DeviceClass:
 # batched forward passes), HBM bandwidth x 60%.
 DEVICE_CLASSES: dict[str, DeviceClass] = {
     "cpu": DeviceClass("cpu (2-core AVX2, fp32, measured)", 22e9, 50e9, 1.7e9, 24.0,
-                       "bench run on configs/default.yaml (README Performance), perf/gsnr.json"),
+                       "bench run on configs/default.yaml (README Performance), perf/gsnr.json",
+                       71e9),
     "a100-80gb": DeviceClass("A100 80GB (bf16)", 0.40 * 312e12, 0.50 * 312e12, 0.6 * 2.0e12, 80.0,
                              "NVIDIA A100 datasheet peak x assumed utilisation"),
     "h100-80gb": DeviceClass("H100 80GB SXM (bf16)", 0.40 * 989e12, 0.50 * 989e12, 0.6 * 3.35e12, 80.0,
@@ -277,7 +279,8 @@ def device_class_for(device: str, gpu_name: str | None = None, memory_gb: float 
 def seconds_for(flops: float | None, dev: DeviceClass, kind: str = "train", processes: int = 1) -> float | None:
     if flops is None:
         return None
-    rate = dev.train_flops if kind == "train" else dev.forward_flops
+    rate = {"train": dev.train_flops, "forward": dev.forward_flops,
+            "proxy": dev.proxy_flops or dev.train_flops}[kind]
     return flops / (rate * max(1, processes))
 
 

@@ -235,12 +235,16 @@ def plan_grid(grid: Grid) -> dict:
         seeds_per.setdefault((c.setting, c.label, c.ratio), set()).add(c.seed)
     for c in grid.cells:
         dk = json.dumps(to_dict(c.cfg.data), sort_keys=True)
-        data = data_cache.get(dk)
-        if data is None:
+        if dk not in data_cache:
             try:
-                data = data_cache[dk] = load_run_data(c.cfg)
-            except (DataNotFound, PoolError, OSError, ValueError):
-                data = None  # make_plan reports it for the cell
+                data_cache[dk] = load_run_data(c.cfg)
+            except (DataNotFound, PoolError, OSError, ValueError) as e:
+                data_cache[dk] = e  # loaded (and failed) once: every cell reports it
+        data = data_cache[dk]
+        if isinstance(data, Exception):
+            data_error, data = data, None
+        else:
+            data_error = None
         judges = {}
         for j in c.cfg.judges:
             if j not in judge_cache:
@@ -250,7 +254,8 @@ def plan_grid(grid: Grid) -> dict:
                     judge_cache[j] = None
             if judge_cache[j] is not None:
                 judges[j] = judge_cache[j]
-        plan = make_plan(c.cfg, data=data, judges=judges if len(judges) == len(c.cfg.judges) else None)
+        plan = make_plan(c.cfg, data=data, judges=judges if len(judges) == len(c.cfg.judges) else None,
+                         data_error=data_error)
         status = "blocked" if plan.problems else (
             "done" if plan.stages and all(s.status == "done" for s in plan.stages) else "run")
         for s in plan.stages:

@@ -54,11 +54,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ data
     def load_data(self) -> RunData:
-        self.data = load_run_data(self.cfg)
-        self.keys = Stages(self.cfg, self.data, self.device)
+        self.use_data(load_run_data(self.cfg))
         for line in self.data.describe():
             self.log(f"[data]   {line}")
         return self.data
+
+    def use_data(self, data: RunData) -> None:
+        """Run on data loaded elsewhere (a grid's shared pool, a test's own prompts)."""
+        self.data = data
+        self.keys = Stages(self.cfg, data, self.device)
 
     @property
     def pool(self):

@@ -102,7 +102,7 @@ def _fsdp(cfg: RunConfig) -> tuple[bool, bool]:
 
 # --------------------------------------------------------------------------- the plan
 def make_plan(cfg: RunConfig, data: RunData | None = None, judges: dict | None = None,
-              device: str | None = None) -> Plan:
+              device: str | None = None, data_error: Exception | None = None) -> Plan:
     """Resolve every stage of `cfg` without computing; problems collected, never raised.
     ``data`` and ``judges`` (name -> Judge) are the run's own when a Pipeline plans itself;
     otherwise they are loaded here."""
@@ -118,6 +118,8 @@ def make_plan(cfg: RunConfig, data: RunData | None = None, judges: dict | None =
         plan.add("error", f"selector: {e}")
     if data is None:
         try:
+            if data_error is not None:  # the caller already tried (a grid loads once per setting)
+                raise data_error
             data = load_run_data(cfg)
         except DataNotFound as e:
             kp = KNOWN_POOLS.get(cfg.data.pool)
@@ -217,7 +219,7 @@ def _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev, plan: 
         est["refnll"] = {"prompts_per_model": n_refs, "seconds_per_model": seconds_for(
             forward_flops(P, n_refs, min(REFNLL_MAX_LENGTH, 450)), dev, "forward")}
     if selector is not None and n:
-        cost = selector.estimate(n, tokens)
+        cost = selector.estimate(n, tokens, cfg.seed)
         if cost:
             cost = dict(cost)
             cost["seconds"] = seconds_for(cost.get("flops"), dev, cost.get("kind", "train"))
@@ -263,11 +265,15 @@ def _stages(plan: Plan, cfg: RunConfig, data: RunData, device: str, selector, ju
     full_r = st.refnll_key(full_t)
     if data.references:
         add("refnll", full_r.key, rd.done(full_r), "", ref_s)
-    for r in cfg.ratios:
-        skey = st.select_key(selector, r)
+    proxy = e.get("proxy") or {}
+    skeys = [st.select_key(selector, r) for r in cfg.ratios]
+    if proxy.get("shared"):  # work several selections reuse: one pseudo-stage, counted once
+        add("shared", proxy["shared"], all(rd.done(k) for k in skeys), proxy.get("what", ""),
+            proxy.get("seconds"))
+    for r, skey in zip(cfg.ratios, skeys):
         label = f"{cfg.selector} r={r:g}"
         if add("select", skey.key, rd.done(skey), selector.description,
-               (e.get("proxy") or {}).get("seconds")):
+               None if proxy.get("shared") else proxy.get("seconds")):
             sub = json.loads((rd.path(skey) / "subset.json").read_text())
             tkey = st.train_key(skey.key, sub["indices"])
             add("train", tkey.key, rd.done(tkey), f"{len(sub['indices'])} examples", train_s.get(label))

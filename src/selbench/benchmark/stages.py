@@ -52,6 +52,14 @@ class RunData:
                 "fingerprint": self.pool.fingerprint(), "n": len(self.pool),
                 "sampled_from": self.pool.sampled_from, "skipped": dict(self.pool.skipped)}
 
+    @classmethod
+    def of(cls, evals: dict[str, list[dict]], rows: list[dict] | None = None) -> "RunData":
+        """Data from Python objects: eval items (and optionally pool rows)."""
+        rows = rows or [{"id": "0", "instruction": "-", "input": "", "output": "-"}]
+        return cls("python", Pool("python", rows, "python"), evals,
+                   {es: [it for it in its if it.get("reference")] for es, its in evals.items()
+                    if any(it.get("reference") for it in its)})
+
     def describe(self) -> list[str]:
         lines = [f"pool '{self.pool_arg}': {self.pool.describe()}"]
         if self.pool.note:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 
 from . import (generate, grads, gsnr, gsnr_record, ifd, scale, spice,  # noqa: F401  (register)
-               spice_logdet)
+               spice_logdet, startup)
 from .common import BENCHMARKS
 
 

@@ -142,10 +142,11 @@ class Selector:
                 "ablation_label": cls.ablation_label, "report_rank": cls.report_rank,
                 "needs": list(cls.needs), "cost_class": cls.cost_class, "reference": cls.reference}
 
-    def estimate(self, n: int, tokens: float) -> dict[str, Any] | None:
+    def estimate(self, n: int, tokens: float, seed: int = 0) -> dict[str, Any] | None:
         """Estimated selection work on a pool of ``n`` examples of ~``tokens`` tokens: a dict
-        with ``what``, ``flops``, ``kind`` (train | forward), ``shared`` (the key of work other
-        selectors reuse) and ``judge_calls``; None when it is negligible."""
+        with ``what``, ``flops``, ``kind`` (train | proxy | forward: which throughput applies),
+        ``shared`` (the name of work other selectors and ratios reuse: the plan counts it
+        once) and ``judge_calls``; None when it is negligible."""
         return None
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
@@ -194,14 +195,14 @@ class ProfileSelector(Selector):
     def test_params(cls, tiny_model: str) -> dict[str, Any]:
         return tiny_profile_params(tiny_model)
 
-    def estimate(self, n: int, tokens: float) -> dict[str, Any] | None:
+    def estimate(self, n: int, tokens: float, seed: int = 0) -> dict[str, Any] | None:
         p = self.config.profile
         P = model_params(p.proxy)
         if not P:
             return None
         return {"what": f"gradient profile of {p.proxy} ({p.members} members x {p.epochs} epochs)",
                 "flops": profile_flops(P, n, min(tokens, p.max_length), p.members, p.epochs, p.record),
-                "kind": "train", "shared": profile_key_name(p)}
+                "kind": "proxy", "shared": profile_key_name(p, seed)}
 
 
 SELECTORS: Registry[type[Selector]] = Registry("selector")

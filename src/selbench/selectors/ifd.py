@@ -203,7 +203,7 @@ class _IFDBase(Selector):
     needs = ("proxy",)
     cost_class = "proxy-forward"
 
-    def estimate(self, n: int, tokens: float) -> dict | None:
+    def estimate(self, n: int, tokens: float, seed: int = 0) -> dict | None:
         P = model_params(self.config.proxy)
         if not P:
             return None

@@ -400,12 +400,12 @@ class Spice(Selector):
         return {"proxy": tiny_model, "max_length": 48, "batch_size": 8, "pool_size": 12,
                 "learning_rate": 1e-2}
 
-    def estimate(self, n: int, tokens: float) -> dict | None:
+    def estimate(self, n: int, tokens: float, seed: int = 0) -> dict | None:
         P = model_params(self.config.proxy)
         if not P:
             return None  # one forward+backward per candidate at the current weights
         return {"what": f"per-example gradients of {self.config.proxy} (trains its own proxy)",
-                "flops": 6.0 * P * n * min(tokens, self.config.max_length), "kind": "train"}
+                "flops": 6.0 * P * n * min(tokens, self.config.max_length), "kind": "proxy"}
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         return self.select(pool, 1.0, ctx).scores

@@ -42,6 +42,7 @@ def tiny_profile_params(tiny_model: str, **extra) -> dict:
                         "max_length": 64, "learning_rate": 1e-2, "projection_dim": 64, **extra}}
 
 
-def profile_key_name(cfg: ProfileConfig) -> str:
-    """How the plan names one shared profile (selectors with equal configs share it)."""
-    return f"profile of {cfg.proxy} [{stable_hash(to_dict(cfg), n=6)}]"
+def profile_key_name(cfg: ProfileConfig, seed: int | None = None) -> str:
+    """How the plan names one shared profile (selectors with equal configs and seed share it)."""
+    s = cfg.seed if cfg.seed is not None else seed
+    return f"profile of {cfg.proxy} [{stable_hash(to_dict(cfg), s, n=6)}]"
