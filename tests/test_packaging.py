@@ -44,18 +44,22 @@ def test_wheel_install_has_configs_and_runs(tmp_path, data_dir):
     outer = [d for d in dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])
              if Path(d).is_dir()]
     (Path(purelib) / "_outer_deps.pth").write_text("\n".join(outer) + "\n")
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the wheel's selbench only
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True,
                    timeout=600)
     where = subprocess.run([str(py), "-c", "import selbench, sys; print(selbench.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+                           capture_output=True, text=True, cwd=tmp_path, check=True, env=env).stdout
     assert str(venv) in where and str(REPO) not in where
     bench = [str(py), "-m", "selbench.cli"]
-    ls = subprocess.run(bench + ["ls"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    ls = subprocess.run(bench + ["ls"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                        env=env)
     assert ls.returncode == 0, ls.stderr[-2000:]
     assert "gpt-5.1" in ls.stdout and "offline-refsim-minilm" in ls.stdout and "wizardlm" in ls.stdout
     plan = subprocess.run(bench + ["plan", "--data-dir", str(data_dir), "--runs-dir",
                                    str(tmp_path / "runs")], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
+                          cwd=tmp_path, timeout=300, env=env)
     assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
     assert "pool 'alpaca'" not in plan.stderr and "train full: 200 examples" in plan.stdout
 

@@ -45,7 +45,7 @@ from ..config import ConfigError, RunConfig, build_config, load_yaml_layers, to_
 from ..data import DataNotFound, PoolError
 from ..estimates import fmt_hours
 from ..judges import load_judge
-from ..leaderboard.stats import mde_pws
+from ..leaderboard.stats import PRIOR, Variance, mde
 from ..registry import RegistryError, suggest
 from ..runs import atomic_write_text
 from ..selectors import SELECTORS, build_selector
@@ -54,7 +54,7 @@ from .plan import make_plan
 from .stages import load_run_data
 
 GRID_KEYS = {"base", "experiment", "runs_dir", "settings", "pools", "models", "regimes",
-             "selectors", "ratios", "seeds", "judges", "set", "description"}
+             "selectors", "ratios", "seeds", "judges", "set", "description", "study"}
 
 
 @dataclass
@@ -231,6 +231,7 @@ def plan_grid(grid: Grid) -> dict:
     judge_cache: dict[str, Any] = {}
     cells, stages, problems = [], {}, {}
     seeds_per: dict[tuple, set] = {}
+    var = grid_variance(grid)
     for c in grid.cells:
         seeds_per.setdefault((c.setting, c.label, c.ratio), set()).add(c.seed)
     for c in grid.cells:
@@ -268,7 +269,7 @@ def plan_grid(grid: Grid) -> dict:
         n_seeds = len(seeds_per[(c.setting, c.label, c.ratio)])
         cells.append({"cell": c.name, "setting": c.setting, "status": status, "plan": plan,
                       "n_prompts": n_prompts, "n_seeds": n_seeds,
-                      "mde": mde_pws(n_prompts, n_seeds) if n_prompts else None})
+                      "mde": mde(n_prompts, n_seeds, var) if n_prompts else None})
     to_run = [s for s in stages.values() if s.status != "done"]
     by_stage: dict[str, int] = {}
     for s in to_run:
@@ -286,7 +287,21 @@ def plan_grid(grid: Grid) -> dict:
                     exp, mx = (exp or 0) + e, (mx or 0) + m
     return {"cells": cells, "stages": len(stages), "to_run": len(to_run), "by_stage": by_stage,
             "seconds": sum(secs) if secs else None, "judge_cost": (exp, mx),
-            "problems": problems}
+            "problems": problems, "variance": var}
+
+
+def grid_variance(grid: Grid) -> Variance:
+    """The variance components the grid's MDE is planned with: the grid file's
+    ``study.pilot`` (measured on a pilot run: diff, seed_share, shift, source), else the prior."""
+    pilot = (grid.spec.get("study") or {}).get("pilot")
+    if not pilot:
+        return PRIOR
+    try:
+        return Variance(float(pilot["diff"]), float(pilot["seed_share"]), float(pilot["shift"]),
+                        str(pilot.get("source", "the grid's study.pilot")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{grid.path}: study.pilot needs numbers diff, seed_share and shift "
+                          f"({type(e).__name__}: {e})") from None
 
 
 def judge_cost_of_stage(plan, stage) -> tuple[float | None, float | None]:
@@ -323,9 +338,12 @@ def render_grid_plan(grid: Grid, p: dict, verbose: bool = False) -> str:
             mde = f"MDE ~{r['mde']:.2f} PWS" if r["mde"] else "MDE ?"
             lines.append(f"  [{r['status']:>7}] {r['cell']}  ({r['n_prompts']} prompts x "
                          f"{r['n_seeds']} seed(s): {mde})")
-    lines.append("MDE = smallest PWS difference between two selectors of one setting and ratio "
-                 "that this many prompts and seeds detect (alpha 0.05, power 0.8); gaps below "
-                 "it are noise (see the README's Studies section for the variances used).")
+    v = p.get("variance") or PRIOR
+    lines.append(f"MDE = smallest PWS difference between two selectors of one setting and ratio "
+                 f"that this many prompts and seeds detect (alpha 0.05, power 0.8; "
+                 f"selbench.leaderboard.stats.mde, as the study computes it); variance "
+                 f"components sigma_d^2={v.diff:.3f}, rho={v.seed_share:.2f}, "
+                 f"tau_g^2={v.shift:.4f} ({v.source}); gaps below it are noise.")
     if p["problems"]:
         lines.append(f"{len(p['problems'])} distinct problem(s):")
         for msg, touched in p["problems"].items():

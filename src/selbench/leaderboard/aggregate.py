@@ -17,12 +17,29 @@ from pathlib import Path
 import pandas as pd
 
 from ..runs import judge_results, verify_folder
+from ..selectors import SELECTORS
 
 COLUMNS = ["selector", "regime", "pool", "model", "ratio", "eval_set", "judge", "judge_kind",
            "win", "tie", "lose", "unparsed", "pws", "pws_compat", "ci95_lo", "ci95_hi",
            "position_consistency", "n_selected", "pool_size", "selection_seconds",
            "prompt_tokens", "completion_tokens", "cost_usd", "seed", "experiment", "model_a",
-           "model_b", "setting_fp", "selector_fp", "pool_note", "setting_desc", "warnings"]
+           "model_b", "setting_fp", "selector_fp", "pool_note", "setting_desc", "warnings",
+           "paper_name", "family", "ablation_of", "ablation_label", "report_rank"]
+META_DEFAULTS = {"paper_name": None, "family": "method", "ablation_of": None, "ablation_label": "",
+                 "report_rank": 50}
+
+
+def selector_meta(r: dict) -> dict:
+    """What the result says about its selector (``selector_meta``, written by the run); for
+    results written before that, what the registry says (a plugin that is not loaded now
+    gets neutral defaults): reports never keep their own copies of selector names."""
+    meta = r.get("selector_meta")
+    if not isinstance(meta, dict):
+        name = str(r.get("selector"))
+        meta = SELECTORS.get(name).meta() if name in SELECTORS else {}
+    out = {k: meta.get(k, v) for k, v in META_DEFAULTS.items()}
+    out["paper_name"] = out["paper_name"] or r.get("selector")
+    return out
 
 
 def _warn(msg: str) -> None:
@@ -38,7 +55,9 @@ def _load_result(res: Path, warn=_warn) -> dict | None:
         return None
     try:
         r = json.loads(res.read_text(encoding="utf-8"))
-        if not isinstance(r, dict) or not isinstance(r.get("summary"), dict):
+        if not isinstance(r, dict):
+            raise ValueError(f"expected a JSON object, got a {type(r).__name__}")
+        if not isinstance(r.get("summary"), dict):
             raise ValueError("no 'summary'")
         for s in r["summary"].values():
             for k in ("win", "tie", "lose", "unparsed", "pws", "ci95", "position_consistency"):
@@ -74,6 +93,7 @@ def collect(runs_dir: Path, warn=_warn) -> pd.DataFrame:
                 "completion_tokens": stats.get("completion_tokens", 0) if es == "pooled" else None,
                 "cost_usd": r.get("cost_usd") if es == "pooled" else None,
                 "warnings": "; ".join(r.get("warnings") or []) or None,
+                **selector_meta(r),
             })
     df = pd.DataFrame(rows, columns=COLUMNS)
     if len(df):

@@ -1,21 +1,32 @@
-"""Study sections rendered from the study CSV (``study.collect_study``) and the judged
-per-prompt rows (``judgments.jsonl``): what a gap means (MDE, paired bootstrap, seeds),
-whether judges agree, length bias, costs, reference NLL. Nothing is recomputed."""
+"""Study sections, all drawn from a :class:`~.data.StudyData` (never from a runs folder):
+controls and power first, then what a gap means (MDE, paired comparisons, seeds), judges,
+length, reference NLL and cost. Every table keys its rows by the comparison: setting,
+regime, ratio, selector (and its config), seeds and the judge group.
+
+Per-prompt values: ``v`` = +1 (subset model wins against the full-data model), 0 (tie), -1
+(loses), from both display orders; in a judge group with several judges a prompt's value is
+their mean; in a cell with several seeds, paired comparisons and CIs use the per-prompt value
+averaged over the seeds (:func:`~.stats.cell_bootstrap`): one kind of CI everywhere.
+"""
 from __future__ import annotations
 
 import itertools
+import json
 import math
-from pathlib import Path
+from collections import defaultdict
 
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from .render import _fmt, _tag, cells, judge_groups
-from .stats import PRIOR_S2, PRIOR_TAU, judge_agreement, mde_pws, paired_bootstrap, seed_summary
-from .study import prompt_outcomes
+from ..estimates import fmt_flops
+from .data import StudyData
+from .render import _fmt, _tag, judge_groups
+from .stats import PRIOR, VAL, Variance, cell_bootstrap, estimate_variance, judge_agreement, mde
 
 PAPER_PROMPTS = 298  # WizardLM 218 + Vicuna 80
+CONTROLS = ("oracle-clean", "oracle-corrupt")
+CELL = ["setting_fp", "regime", "ratio", "selector", "selector_fp"]
 
 
 def _md(body, headers) -> str:
@@ -24,237 +35,451 @@ def _md(body, headers) -> str:
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
 
 
-def _flops(x) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return ""
-    for unit, f in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
-        if x >= f:
-            return f"{x / f:.1f} {unit}"
-    return f"{x:.2g} FLOP"
-
-
 def pooled(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.eval_set == "pooled"]
 
 
-# --------------------------------------------------------------------------- MDE
-def variance_estimates(df: pd.DataFrame) -> tuple[float, float, int]:
-    """(per-prompt outcome variance s2 from the W/T/L counts, seed variance tau2 of PWS
-    from cells with several seeds (NaN if none), number of cells that gave tau2)."""
-    p = pooled(df)
-    n = (p.win + p.tie + p.lose).astype(float)
-    ok = n > 1
-    if ok.any():
-        mean = (p.win - p.lose)[ok] / n[ok]
-        ex2 = (p.win + p.lose)[ok] / n[ok]
-        s2 = float(np.average((ex2 - mean ** 2) * n[ok] / (n[ok] - 1), weights=n[ok]))
-    else:
-        s2 = float("nan")
-    taus = []
-    for _, g in judge_groups(p):
-        c = cells(g)
-        per_seed = g.groupby(["selector", "selector_fp", "regime", "pool", "model", "ratio",
-                              "setting_fp", "seed"], dropna=False)["pws"].mean().reset_index()
-        for _, cell in per_seed.groupby(["selector", "selector_fp", "regime", "pool", "model",
-                                         "ratio", "setting_fp"], dropna=False):
-            if len(cell) > 1:
-                taus.append(float(cell.pws.var(ddof=1)))
-        del c
-    tau2 = float(np.mean(taus)) if taus else float("nan")
-    return s2, tau2, len(taus)
-
-
-def mde_section(df: pd.DataFrame) -> str:
-    p = pooled(df)
+# --------------------------------------------------------------------------- per-prompt values
+def prompt_values(data: StudyData) -> dict[str, dict[tuple, dict[int, dict[tuple, float]]]]:
+    """judge group title -> cell key (CELL) -> seed -> (eval set, id) -> value."""
+    p = data.prompts
+    out: dict = {}
     if p.empty:
-        return "_no results_\n"
-    s2, tau2, n_tau = variance_estimates(df)
-    n_prompts = int(np.median(p.win + p.tie + p.lose))
-    seeds = int(p.groupby(["selector", "ratio", "setting_fp"]).seed.nunique().max())
-    # an estimate of 0 (every prompt tied, identical seeds) says nothing about a real study:
-    # the prior is used and the note says so
-    s2u = s2 if math.isfinite(s2) and s2 > 0 else PRIOR_S2
-    tau2u = tau2 if math.isfinite(tau2) and tau2 > 0 else PRIOR_TAU ** 2
-    body = []
-    for label, n, k in [("this study", n_prompts, 1), ("this study", n_prompts, seeds),
-                        ("this study", n_prompts, 3), ("paper scale", PAPER_PROMPTS, 1),
-                        ("paper scale", PAPER_PROMPTS, 3)]:
-        row = [label, n, k, _fmt(mde_pws(n, k, s2u, tau2u), 2)]
-        if row not in body:
-            body.append(row)
-    note = (f"Minimum detectable PWS difference between two selectors of one cell (two-sided, "
-            f"alpha 0.05, power 0.8): `MDE = (z_0.975 + z_0.8) * sqrt(2 (s2/n + tau2) / k)` for "
-            f"n prompts and k seeds per selector. Estimated here: per-prompt outcome variance "
-            f"s2 = {_fmt(s2u, 3)}" + (" (from the W/T/L counts)" if s2u == s2 else
-                                      f" (prior 2/3: the results give {_fmt(s2, 3)})")
-            + f", seed variance tau2 = {_fmt(tau2u, 4)}"
-            + (f" (from {n_tau} cell(s) with several seeds)" if tau2u == tau2
-               else f" (prior sd {PRIOR_TAU}: " + (f"the {n_tau} cell(s) with several seeds give "
-                                                   f"{_fmt(tau2, 4)})" if n_tau else "no cell has several seeds)"))
-            + ". **A PWS gap smaller than the MDE of its row is not evidence of a difference.**\n\n")
-    return note + _md(body, ["scale", "prompts n", "seeds k", "MDE (PWS)"])
+        return out
+    p = p[p.outcome.isin(list(VAL))].copy()
+    p["v"] = p.outcome.map(VAL).astype(float)
+    for title, g in judge_groups(p):
+        cells: dict = defaultdict(lambda: defaultdict(dict))
+        m = g.groupby(CELL + ["seed", "eval_set", "id"], dropna=False)["v"].mean()
+        for key, v in m.items():
+            *cell, seed, es, pid = key
+            cells[tuple(cell)][int(seed)][(es, str(pid))] = float(v)
+        out[title] = cells
+    return out
 
 
-# --------------------------------------------------------------------------- seeds
-def seeds_section(df: pd.DataFrame) -> str:
-    out = []
-    for title, g in judge_groups(pooled(df)):
-        body = []
-        per_seed = g.groupby(["selector", "selector_fp", "regime", "pool", "model", "ratio",
-                              "setting_fp", "seed"], dropna=False).agg(
-            pws=("pws", "mean"), lo=("ci95_lo", "mean"), hi=("ci95_hi", "mean")).reset_index()
-        for k, cell in per_seed.groupby(["selector", "selector_fp", "regime", "pool", "model",
-                                         "ratio", "setting_fp"], dropna=False):
-            ss = seed_summary(list(cell.pws), (cell.lo.iloc[0], cell.hi.iloc[0]))
-            body.append([k[0], k[2], f"{k[5]:.0%}", ss["n"], ",".join(str(s) for s in cell.seed),
-                         _fmt(ss["mean"]), _fmt(ss["sd"]),
-                         f"[{_fmt(ss['ci95'][0], 2)}, {_fmt(ss['ci95'][1], 2)}]",
-                         "seeds (t)" if ss["n"] > 1 else "prompts (bootstrap)", _tag(str(k[6]))])
-        out.append(f"**{title}**\n\n" + _md(body, ["selector", "regime", "ratio", "n", "seeds",
-                                                    "PWS mean", "sd", "95% CI", "CI over",
-                                                    "setting"]))
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------- paired
-def per_prompt_means(runs_dir: Path, rows: pd.DataFrame) -> dict:
-    """(eval set, id) -> outcome, one selector in one cell; several seeds: a prompt's value is
-    the mean over seeds of +1/0/-1 (returned as floats keyed the same)."""
-    vals: dict = {}
-    for r in rows.itertuples(index=False):
-        if not r.result_dir:
+def nll_values(data: StudyData) -> dict[tuple, dict[int, dict[tuple, float]]]:
+    """cell key -> seed -> (eval set, id) -> mean token NLL of the subset model (judge-free)."""
+    r, res = data.refnll, pooled(data.results)
+    if r.empty or res.empty:
+        return {}
+    per = {(e, t): g for (e, t), g in r.groupby(["experiment", "train_key"])}
+    out: dict = defaultdict(dict)
+    for x in res.drop_duplicates(subset=["experiment", "model_a"]).itertuples():
+        g = per.get((x.experiment, str(x.model_a).rsplit("-", 1)[0]))
+        if g is None:
             continue
-        for k, o in prompt_outcomes(runs_dir, r.result_dir).items():
-            if o in ("win", "tie", "lose"):
-                vals.setdefault(k, []).append({"win": 1, "tie": 0, "lose": -1}[o])
-    return {k: float(np.mean(v)) for k, v in vals.items()}
+        ok = g[g.tokens > 0]
+        out[tuple(getattr(x, c) for c in CELL)][int(x.seed)] = {
+            (es, str(i)): s / t for es, i, s, t in zip(ok.eval_set, ok.id, ok.nll_sum, ok.tokens)}
+    return out
 
 
-def _paired(a: dict, b: dict, n_boot: int = 4000, seed: int = 0) -> dict:
-    # paired_bootstrap works on outcomes; seed means are numbers: map through the same code
-    keys = sorted(k for k in a if k in b)
+def _pairs(cells: dict) -> list[tuple]:
+    """Pairs of cells of different selectors in the same setting, regime and ratio."""
+    by = defaultdict(list)
+    for c in cells:
+        by[c[:3]].append(c)
+    return [(a, b) for group in by.values() for a, b in itertools.combinations(sorted(group), 2)
+            if (a[3], a[4]) != (b[3], b[4])]
+
+
+def paired(a: dict, b: dict, n_boot: int = 4000, seed: int = 0) -> dict:
+    """Paired bootstrap over prompts of the difference of seed-averaged per-prompt values."""
+    ma = {k: np.mean([s[k] for s in a.values() if k in s]) for k in set.union(*map(set, a.values()))}
+    mb = {k: np.mean([s[k] for s in b.values() if k in s]) for k in set.union(*map(set, b.values()))}
+    keys = sorted(set(ma) & set(mb))
     if not keys:
         return {"diff": float("nan"), "ci95": (float("nan"),) * 2, "p_a_better": float("nan"), "n": 0}
-    if all(a[k] in (-1.0, 0.0, 1.0) and b[k] in (-1.0, 0.0, 1.0) for k in keys):
-        lab = {1.0: "win", 0.0: "tie", -1.0: "lose"}
-        return paired_bootstrap({k: lab[a[k]] for k in keys}, {k: lab[b[k]] for k in keys},
-                                n_boot, seed)
-    d = np.array([a[k] - b[k] for k in keys])
+    d = np.array([ma[k] - mb[k] for k in keys])
     boots = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
     lo, hi = np.quantile(boots, [0.025, 0.975])
-    return {"diff": float(d.mean()), "ci95": (float(lo), float(hi)),
-            "p_a_better": float(((boots > 0).sum() + 0.5 * (boots == 0).sum()) / n_boot),
-            "n": len(d)}
+    return {"diff": float(d.mean()), "ci95": (float(lo), float(hi)), "n": len(d),
+            "p_a_better": float(((boots > 0).sum() + 0.5 * (boots == 0).sum()) / n_boot)}
 
 
-def paired_section(df: pd.DataFrame, runs_dir: Path) -> str:
+def _excludes0(ci) -> bool:
+    return bool(ci[0] > 0 or ci[1] < 0)
+
+
+def _name(cell: tuple) -> str:
+    return cell[3]
+
+
+# --------------------------------------------------------------------------- controls
+def null_comparisons(cells: dict) -> list[dict]:
+    """Every pair of seeds of the same selector in one cell: a null comparison (no real
+    difference can exist), with its paired CI."""
     out = []
-    for title, g in judge_groups(pooled(df)):
+    for c, seeds in cells.items():
+        for s1, s2 in itertools.combinations(sorted(seeds), 2):
+            r = paired({s1: seeds[s1]}, {s2: seeds[s2]})
+            out.append({"cell": c, "a": s1, "b": s2, **r, "excludes0": _excludes0(r["ci95"])})
+    return out
+
+
+def controls(data: StudyData) -> dict:
+    """Null control (seeds of one selector) and positive control (oracle-clean vs
+    oracle-corrupt on the planted-corruption pool) per judge group and for reference NLL."""
+    out = {}
+    groups = dict(prompt_values(data))
+    nll = nll_values(data)
+    if nll:
+        groups["reference NLL (lower is better)"] = {c: {s: {k: -v for k, v in d.items()}
+                                                        for s, d in seeds.items()}
+                                                    for c, seeds in nll.items()}
+    for title, cells in groups.items():
+        nulls = null_comparisons(cells)
+        pos = []
+        for a, b in _pairs(cells):
+            if {a[3], b[3]} == set(CONTROLS):
+                good, bad = (a, b) if a[3] == "oracle-clean" else (b, a)
+                r = paired(cells[good], cells[bad])
+                pos.append({"setting_fp": a[0], "regime": a[1], "ratio": a[2], **r,
+                            "separates": r["ci95"][0] > 0})
+        out[title] = {"null": nulls, "positive": pos}
+    return out
+
+
+def has_power(ctrl: dict) -> bool | None:
+    """True if every positive control separates, False if one does not, None if none ran."""
+    pos = [p for g in ctrl.values() for p in g["positive"]]
+    return None if not pos else all(p["separates"] for p in pos)
+
+
+def controls_section(data: StudyData) -> str:
+    ctrl = controls(data)
+    if not ctrl:
+        return "_no per-prompt results_\n"
+    lines = []
+    power = has_power(ctrl)
+    if power is False:
+        lines.append("> **This study has no power at its scale: the positive control (oracle-clean "
+                     "vs oracle-corrupt on planted corruption) does not separate. No difference "
+                     "below can be told from noise.**\n")
+    elif power is None:
+        lines.append("> **No positive control ran (oracle-clean / oracle-corrupt on a pool with "
+                     "planted corruption, `bench corrupt`): the study cannot show it has power.**\n")
+    for title, g in ctrl.items():
+        body = [[f"{p['ratio']:.0%}", p["regime"], p["n"], f"{p['diff']:+.3f}",
+                 f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}]", "yes" if p["separates"] else "**no**",
+                 _tag(str(p["setting_fp"]))] for p in g["positive"]]
+        lines.append(f"**Positive control, {title}**: oracle-clean minus oracle-corrupt (paired "
+                     f"bootstrap over prompts)\n\n" + _md(body, ["ratio", "regime", "prompts", "difference",
+                                                                "95% CI", "separates", "setting"]))
+        nulls = g["null"]
+        if nulls:
+            k = sum(x["excludes0"] for x in nulls)
+            body = [[x["cell"][3], f"{x['cell'][2]:.0%}", f"{x['a']} vs {x['b']}", x["n"],
+                     f"{x['diff']:+.3f}", f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]",
+                     "yes" if x["excludes0"] else "no", _tag(str(x["cell"][0]))] for x in nulls]
+            lines.append(f"**Null control, {title}**: the same selector with two seeds; "
+                         f"{k} of {len(nulls)} paired 95% CIs exclude 0 ({k / len(nulls):.0%}; "
+                         f"about 5% is expected when the CIs hold their level)\n\n"
+                         + _md(body, ["selector", "ratio", "seeds", "prompts", "difference",
+                                      "95% CI", "excludes 0", "setting"]))
+        else:
+            lines.append(f"_Null control, {title}: no selector ran with two seeds._\n")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- MDE
+def variance_of(cells: dict) -> Variance | None:
+    return estimate_variance(cells, _pairs(cells))
+
+
+def mde_section(data: StudyData, pilot: Variance | None = None) -> str:
+    """MDE with the variance components this study measured (or the pilot's, or the prior),
+    for PWS per judge group and for reference NLL."""
+    p = pooled(data.results)
+    if p.empty:
+        return "_no results_\n"
+    rows = []
+    groups = dict(prompt_values(data))
+    n_prompts = int(np.median(p.win + p.tie + p.lose)) if len(p) else 0
+    seeds = int(p.groupby(["selector", "ratio", "setting_fp"]).seed.nunique().max())
+    for title, cells in groups.items():
+        est = variance_of(cells)
+        var = est or pilot or PRIOR
+        for label, n, k in [("this study", n_prompts, seeds), ("this study", n_prompts, 3),
+                            ("paper scale", PAPER_PROMPTS, 1), ("paper scale", PAPER_PROMPTS, 3)]:
+            row = [title, label, n, k, _fmt(mde(n, k, var), 3), var.source]
+            if row not in rows:
+                rows.append(row)
+    nll = nll_values(data)
+    if nll:
+        est = variance_of(nll)
+        n_ref = int(np.median([len(s) for seeds in nll.values() for s in seeds.values()]))
+        if est:
+            for k in sorted({seeds, 3}):
+                rows.append(["reference NLL (nats/token)", "this study", n_ref, k,
+                             _fmt(mde(n_ref, k, est), 4), est.source])
+        else:
+            rows.append(["reference NLL (nats/token)", "this study", n_ref, seeds, "?",
+                         "needs a selector with two seeds and a second selector"])
+    note = ("Minimum detectable difference between two selectors of one setting and ratio "
+            "(two-sided, alpha 0.05, power 0.8): `MDE = (z_0.975 + z_0.8) sqrt(((1 - rho) + rho/k) "
+            "sigma_d^2 / n + 2 tau_g^2 / k)` for n paired prompts and k seeds per selector "
+            "(`selbench.leaderboard.stats.mde`, the same formula as `bench grid --dry-run`): "
+            "sigma_d^2 is the per-prompt variance of the outcome difference of two selectors, rho "
+            "its share that is re-drawn with each training seed, tau_g^2 a seed's global shift. "
+            "The seed variance of a PWS already holds the prompt noise, which is not added twice. "
+            "**A gap smaller than the MDE of its row is not evidence of a difference.**\n\n")
+    return note + _md(rows, ["metric", "scale", "prompts n", "seeds k", "MDE", "variance from"])
+
+
+# --------------------------------------------------------------------------- seeds, paired
+def seeds_section(data: StudyData) -> str:
+    out = []
+    for title, cells in prompt_values(data).items():
         body = []
-        for (setting, ratio, regime), cell in g.groupby(["setting_fp", "ratio", "regime"]):
-            sels = sorted(set(zip(cell.selector, cell.selector_fp)))
-            means = {s: per_prompt_means(runs_dir, cell[(cell.selector == s[0]) & (cell.selector_fp == s[1])])
-                     for s in sels}
-            for a, b in itertools.combinations(sels, 2):
-                r = _paired(means[a], means[b])
-                if not r["n"]:
-                    continue
-                body.append([f"{ratio:.0%}", regime, a[0], b[0], r["n"], f"{r['diff']:+.3f}",
-                             f"[{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]",
-                             _fmt(r["p_a_better"], 2),
-                             "yes" if r["ci95"][0] > 0 or r["ci95"][1] < 0 else "no",
-                             _tag(str(setting))])
-        out.append(f"**{title}**\n\n" + _md(body, ["ratio", "regime", "A", "B", "prompts",
-                                                    "PWS A - B", "95% CI (paired bootstrap)",
-                                                    "P(A beats B)", "CI excludes 0", "setting"]))
+        for c in sorted(cells, key=lambda c: (c[0], c[1], c[2], c[3])):
+            seeds = cells[c]
+            pws = [1 + np.mean(list(v.values())) for v in seeds.values()]
+            mean, lo, hi = cell_bootstrap(seeds)
+            body.append([c[3], c[1], f"{c[2]:.0%}", len(seeds), ",".join(map(str, sorted(seeds))),
+                         _fmt(mean), _fmt(float(np.std(pws, ddof=1)) if len(pws) > 1 else None),
+                         f"[{_fmt(lo, 2)}, {_fmt(hi, 2)}]", len(set.union(*map(set, seeds.values()))),
+                         _tag(str(c[0]))])
+        out.append(f"**{title}**\n\n" + _md(body, ["selector", "regime", "ratio", "seeds n", "seeds",
+                                                    "PWS", "sd over seeds", "95% CI", "prompts",
+                                                    "setting"]))
+    return ("CI: prompts resampled with each prompt's outcome averaged over the cell's seeds "
+            "(the same kind for one seed or several; it stays inside [0, 2]).\n\n" + "\n".join(out))
+
+
+def comparisons(data: StudyData) -> list[dict]:
+    """Every paired comparison of two selectors in one setting, regime and ratio, per judge
+    group and for reference NLL (positive difference = A better)."""
+    out = []
+    groups = dict(prompt_values(data))
+    nll = nll_values(data)
+    if nll:
+        groups["reference NLL"] = {c: {s: {k: -v for k, v in d.items()} for s, d in seeds.items()}
+                                   for c, seeds in nll.items()}
+    for title, cells in groups.items():
+        for a, b in _pairs(cells):
+            r = paired(cells[a], cells[b])
+            if r["n"]:
+                out.append({"metric": title, "a": a, "b": b, "seeds_a": len(cells[a]),
+                            "seeds_b": len(cells[b]), **r, "excludes0": _excludes0(r["ci95"])})
+    return out
+
+
+def paired_section(data: StudyData) -> str:
+    comps = comparisons(data)
+    if not comps:
+        return "_no pair of selectors shares a setting and ratio_\n"
+    out = []
+    for metric in dict.fromkeys(c["metric"] for c in comps):
+        unit = " (nats/token, positive = A's NLL lower)" if metric == "reference NLL" else ""
+        body = [[f"{c['a'][2]:.0%}", c["a"][1], c["a"][3], c["b"][3], f"{c['seeds_a']}/{c['seeds_b']}",
+                 c["n"], f"{c['diff']:+.3f}", f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
+                 _fmt(c["p_a_better"], 2), "**yes**" if c["excludes0"] else "no", _tag(str(c["a"][0]))]
+                for c in comps if c["metric"] == metric]
+        out.append(f"**{metric}{unit}**\n\n" + _md(body, ["ratio", "regime", "A", "B", "seeds A/B",
+                                                          "prompts", "A - B", "95% CI (paired)",
+                                                          "P(A better)", "CI excludes 0", "setting"]))
     note = ("Both selectors of a row are judged against the same full-data model on the same "
-            "prompts; the bootstrap resamples prompts (4,000 resamples, the same resample for "
-            "A and B). With several seeds a prompt's value is its mean over seeds (seed "
-            "variance is in the seeds table, not in this CI). P(A beats B) = share of "
-            "resamples with PWS_A > PWS_B.\n\n")
+            "prompts; the bootstrap resamples prompts (4,000 resamples, the same for A and B) with "
+            "each prompt's value averaged over seeds. P(A better) = share of resamples with A "
+            "ahead. PWS differences are in PWS units.\n\n")
     return note + "\n".join(out)
 
 
+def summary(data: StudyData) -> str:
+    """The paragraph a reader needs first: does the study have power, and which differences
+    are real (a paired CI that excludes 0) and which are not."""
+    ctrl = controls(data)
+    power = has_power(ctrl)
+    comps = [c for c in comparisons(data) if not ({c["a"][3], c["b"][3]} & set(CONTROLS))]
+    parts = []
+    if power is False:
+        parts.append("**The positive control does not separate: this study has no power at its "
+                     "scale, and none of its differences can be told from noise.**")
+    elif power:
+        pos = [f"{p['diff']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] ({t})"
+               for t, g in ctrl.items() for p in g["positive"]]
+        parts.append("The positive control separates (oracle-clean minus oracle-corrupt: "
+                     + "; ".join(pos) + "), so the study can see a planted difference.")
+    else:
+        parts.append("No positive control ran, so the study cannot show it has power.")
+    nulls = [x for g in ctrl.values() for x in g["null"]]
+    if nulls:
+        k = sum(x["excludes0"] for x in nulls)
+        parts.append(f"Null control: {k} of {len(nulls)} seed-vs-seed CIs exclude 0 (about 5% "
+                     f"expected).")
+    real = [c for c in comps if c["excludes0"]]
+    if comps:
+        if real:
+            parts.append("Differences whose paired 95% CI excludes 0: " + "; ".join(
+                f"{c['a'][3]} vs {c['b'][3]} at {c['a'][2]:.0%} ({c['metric']}: {c['diff']:+.3f} "
+                f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}])" for c in real) + ".")
+        vs_random = [c for c in comps if "random" in (c["a"][3], c["b"][3])
+                     and c["metric"] != "reference NLL"]
+        if vs_random and not any(c["excludes0"] for c in vs_random):
+            parts.append("**No selector separates from random at this scale** on the judged "
+                         "outcome.")
+        parts.append(f"All other {len(comps) - len(real)} of {len(comps)} selector comparisons "
+                     f"are not distinguishable from noise.")
+    return " ".join(parts) + "\n"
+
+
 # --------------------------------------------------------------------------- judges
-def agreement_section(df: pd.DataFrame, runs_dir: Path) -> str:
-    p = pooled(df)
+def agreement_section(data: StudyData) -> str:
+    p = data.prompts
     body = []
-    for (exp, a, b), g in p.groupby(["experiment", "model_a", "model_b"]):
-        if g.judge.nunique() < 2:
-            continue
-        outs = {r.judge: prompt_outcomes(runs_dir, r.result_dir) for r in g.itertuples() if r.result_dir}
-        for ag in judge_agreement(outs):
-            body.append([g.selector.iloc[0], f"{g.ratio.iloc[0]:.0%}", g.seed.iloc[0],
-                         ag["judge_a"], ag["judge_b"], ag["n"], _fmt(ag["agreement"], 2),
-                         _fmt(ag["kappa"], 2)])
+    if not p.empty:
+        for (exp, a, b), g in p.groupby(["experiment", "model_a", "model_b"]):
+            if g.judge.nunique() < 2:
+                continue
+            outs = {j: {(e, i): o for e, i, o in zip(x.eval_set, x.id, x.outcome)}
+                    for j, x in g.groupby("judge")}
+            for ag in judge_agreement(outs):
+                body.append([g.selector.iloc[0], f"{g.ratio.iloc[0]:.0%}", g.seed.iloc[0],
+                             ag["judge_a"], ag["judge_b"], ag["n"], _fmt(ag["agreement"], 2),
+                             _fmt(ag["kappa"], 2), _tag(str(g.setting_fp.iloc[0]))])
     if not body:
         return ("_every comparison here has a single judge: no agreement to compute (run "
                 "several judges, e.g. `judges: [gpt-5.1, qwen3-235b-instruct]`)_\n")
     return ("Per prompt W/T/L of two judges on the same comparison: share of prompts with the "
             "same outcome and Cohen's kappa (prompts both parsed).\n\n"
             + _md(body, ["selector", "ratio", "seed", "judge A", "judge B", "prompts",
-                         "agreement", "kappa"]))
+                         "agreement", "kappa", "setting"]))
 
 
-def consistency_section(df: pd.DataFrame) -> str:
-    p = pooled(df)
-    body = [[r.judge, r.selector, f"{r.ratio:.0%}", r.seed, f"{r.win}/{r.tie}/{r.lose}",
-             r.unparsed, _fmt(r.position_consistency, 2)] for r in p.itertuples()]
-    return _md(body, ["judge", "selector", "ratio", "seed", "W/T/L", "unparsed",
-                      "position consistency"])
+def consistency_section(data: StudyData) -> str:
+    p = pooled(data.results)
+    body = [[r.judge, r.selector, r.regime, f"{r.ratio:.0%}", r.seed, f"{r.win}/{r.tie}/{r.lose}",
+             r.unparsed, _fmt(r.position_consistency, 2), _tag(str(r.setting_fp))]
+            for r in p.itertuples()]
+    return _md(body, ["judge", "selector", "regime", "ratio", "seed", "W/T/L", "unparsed",
+                      "position consistency", "setting"])
 
 
-def length_section(df: pd.DataFrame) -> str:
-    p = pooled(df)
-    body = []
-    for r in p.itertuples():
-        body.append([r.judge, r.selector, f"{r.ratio:.0%}", r.seed, _fmt(r.len_a, 1),
-                     _fmt(r.len_b, 1), _fmt(r.longer_won, 2), r.n_decided])
-    overall = p.dropna(subset=["longer_won"])
+def length_section(data: StudyData) -> str:
+    p = pooled(data.results)
+    body = [[r.judge, r.selector, r.regime, f"{r.ratio:.0%}", r.seed, _fmt(r.len_a, 1),
+             _fmt(r.len_b, 1), _fmt(r.longer_won, 2), r.n_decided, _tag(str(r.setting_fp))]
+            for r in p.itertuples()]
     tot = ""
-    if len(overall):
-        for j, g in overall.groupby("judge"):
-            w = (g.longer_won * g.n_decided).sum() / max(g.n_decided.sum(), 1)
-            tot += f"- {j}: the longer answer won {w:.0%} of {int(g.n_decided.sum())} decided prompts\n"
+    ok = p.dropna(subset=["longer_won"])
+    for j, g in ok.groupby("judge"):
+        w = (g.longer_won * g.n_decided).sum() / max(g.n_decided.sum(), 1)
+        tot += f"- {j}: the longer answer won {w:.0%} of {int(g.n_decided.sum())} decided prompts\n"
+    sel = ""
+    L = data.lengths
+    if not L.empty and "selector" in L:
+        rows = []
+        for r in L[L.selector.notna()].sort_values(["setting_fp", "ratio", "selector", "seed"]).itertuples():
+            rows.append([r.selector, f"{r.ratio:.0%}", int(r.seed), int(r.n), _fmt(r.mean, 1),
+                         _fmt(r.median, 0), f"{_fmt(r.p10, 0)}-{_fmt(r.p90, 0)}", _tag(str(r.setting_fp))])
+        pools = L[L.group == "pool"]
+        for r in pools.itertuples():
+            rows.append(["(the whole pool)", "100%", "", int(r.n), _fmt(r.mean, 1), _fmt(r.median, 0),
+                         f"{_fmt(r.p10, 0)}-{_fmt(r.p90, 0)}", ""])
+        sel = ("\n**Response length of the selected training examples** (words):\n\n"
+               + _md(rows, ["selector", "ratio", "seed", "examples", "mean", "median", "p10-p90",
+                            "setting"]))
     return ("Mean answer length in words of the subset model (A) and the full-data model (B); "
             "'longer won' = share of decided prompts (win or lose, lengths differ) where the "
             "longer answer won: 0.5 is no length preference.\n\n"
-            + _md(body, ["judge", "selector", "ratio", "seed", "words A", "words B (full)",
-                         "longer won", "decided"]) + ("\n" + tot if tot else ""))
+            + _md(body, ["judge", "selector", "regime", "ratio", "seed", "words A", "words B (full)",
+                         "longer won", "decided", "setting"]) + ("\n" + tot if tot else "") + sel)
 
 
-# --------------------------------------------------------------------------- cost, NLL
-def cost_section(df: pd.DataFrame) -> str:
-    p = pooled(df).drop_duplicates(subset=["experiment", "model_a"])
+# --------------------------------------------------------------------------- NLL, cost
+def refnll_section(data: StudyData) -> str:
+    """Reference NLL per cell: per judged eval set, pooled over exactly those sets
+    (token-weighted), and the sets scored but not judged (koala) in their own columns."""
+    r, p = data.refnll, pooled(data.results)
+    if r.empty or p.empty:
+        return "_no reference-NLL stage found_\n"
+    judged = sorted(set(data.results.eval_set) - {"pooled"})
+    others = sorted(set(r.eval_set) - set(judged))
+    tot = r.groupby(["experiment", "train_key", "eval_set"])[["nll_sum", "tokens"]].sum()
+
+    def nll(exp, tkey, sets):
+        try:
+            g = tot.loc[(exp, tkey)]
+        except KeyError:
+            return None
+        g = g[g.index.isin(sets)]
+        return float(g.nll_sum.sum() / g.tokens.sum()) if len(g) and g.tokens.sum() else None
+
     body = []
-    for r in p.itertuples():
-        body.append([r.selector, r.regime, f"{r.ratio:.0%}", r.seed, r.n_selected,
-                     _fmt(r.selection_seconds, 1), r.selection_device or "", _flops(r.proxy_flops),
-                     _fmt(r.train_seconds, 1), r.train_steps if r.train_steps is not None else "",
-                     _fmt(r.full_train_seconds, 1), _fmt(r.pws), _fmt(r.refnll, 3)])
-    return ("Selection wall time includes upstream proxy work charged to the selection (e.g. "
-            "the gradient profile, shared by every selector that uses it but charged to each); "
-            "proxy FLOPs are an estimate (see method notes). PWS is the first judge's.\n\n"
-            + _md(body, ["selector", "regime", "ratio", "seed", "selected", "selection s",
-                         "device", "proxy FLOPs (est.)", "train s", "train steps",
-                         "full-data train s", "PWS", "ref. NLL"]))
-
-
-def refnll_section(df: pd.DataFrame) -> str:
-    p = df.drop_duplicates(subset=["experiment", "model_a", "eval_set"])
-    p = p.dropna(subset=["refnll"])
-    if p.empty:
-        return "_no reference-NLL stage found (runs older than the refnll stage: rerun `bench grid` / `bench run`, it computes only that stage)_\n"
-    sets = [s for s in ["pooled", *sorted(set(p.eval_set) - {"pooled"})]]
-    body = []
-    for (sel, reg, ratio, seed), g in p.groupby(["selector", "regime", "ratio", "seed"]):
-        vals = dict(zip(g.eval_set, g.refnll))
-        full = dict(zip(g.eval_set, g.refnll_full))
-        body.append([sel, reg, f"{ratio:.0%}", seed, *[_fmt(vals.get(s), 3) for s in sets],
-                     _fmt(full.get("pooled"), 3)])
+    for x in p.drop_duplicates(subset=["experiment", "model_a"]).sort_values(
+            ["setting_fp", "regime", "ratio", "selector", "seed"]).itertuples():
+        ta, tb = str(x.model_a).rsplit("-", 1)[0], str(x.model_b).rsplit("-", 1)[0]
+        body.append([x.selector, x.regime, f"{x.ratio:.0%}", x.seed,
+                     *[_fmt(nll(x.experiment, ta, [s]), 3) for s in judged],
+                     _fmt(nll(x.experiment, ta, judged), 3),
+                     *[_fmt(nll(x.experiment, ta, [s]), 3) for s in others],
+                     _fmt(nll(x.experiment, tb, judged), 3), _tag(str(x.setting_fp))])
+    head = ["selector", "regime", "ratio", "seed", *[f"NLL {s}" for s in judged],
+            f"NLL pooled ({'+'.join(judged)})", *[f"NLL {s} (not judged)" for s in others],
+            "full-data NLL (pooled)", "setting"]
     return ("Mean token NLL of each fine-tuned model on the gpt-3.5-turbo reference answers "
-            "(DiverseEvol), prompt rendered with the generation template; lower is better. "
-            "`pooled` is token-weighted over every reference set, koala included (koala is "
-            "scored here even when it is not judged). Judge-free: never mixed with PWS.\n\n"
-            + _md(body, ["selector", "regime", "ratio", "seed", *[f"NLL {s}" for s in sets],
-                         "NLL full-data (pooled)"]))
+            "(DiverseEvol), prompt rendered with the generation template; token-weighted; lower "
+            "is better. The pooled column covers exactly the judged eval sets of the tables; "
+            "sets scored but not judged have their own columns. Judge-free: never mixed with "
+            "PWS.\n\n" + _md(body, head))
+
+
+def cost_section(data: StudyData) -> str:
+    """Selection cost, the same way for every selector: its own work, the shared work it used
+    (listed once below, charged once to the study), and the standalone total."""
+    p = pooled(data.results).drop_duplicates(subset=["experiment", "model_a"])
+    subs = {(s["experiment"], s["select_key"]): s for s in data.subsets.to_dict("records")} \
+        if not data.subsets.empty else {}
+    body = []
+    for r in p.sort_values(["setting_fp", "regime", "ratio", "selector", "seed"]).itertuples():
+        s = subs.get((r.experiment, _select_key(data, r)), {})
+        shared = s.get("shared_keys") or []
+        body.append([r.selector, r.regime, f"{r.ratio:.0%}", r.seed, r.n_selected,
+                     _fmt(s.get("own_seconds"), 1), ", ".join(f"`{k.split('/')[-1][:24]}`" for k in shared) or "-",
+                     _fmt(r.selection_seconds, 1), s.get("device") or r.selection_device or "",
+                     fmt_flops(r.proxy_flops) if pd.notna(r.proxy_flops) and r.proxy_flops else "",
+                     _fmt(r.train_seconds, 1), r.train_steps if pd.notna(r.train_steps) else "",
+                     _tag(str(r.setting_fp))])
+    sh = data.shared
+    shared_md = ""
+    if not sh.empty:
+        rows = [[f"`{x.key.split('/')[-1][:40]}`", x.what, _fmt(x.seconds, 1),
+                 fmt_flops(x.flops) if pd.notna(x.flops) and x.flops else "",
+                 len(json.loads(x.used_by)) if isinstance(x.used_by, str) else 0] for x in sh.itertuples()]
+        own = sum(v.get("own_seconds") or 0 for v in subs.values())
+        total = own + float(sh.seconds.sum())
+        shared_md = ("\n**Shared work** (built once, used by several selections; charged once):\n\n"
+                     + _md(rows, ["key", "what", "seconds", "FLOPs (est.)", "selections using it"])
+                     + f"\nSelection cost of the whole study: {own:.1f} s of own work + "
+                       f"{float(sh.seconds.sum()):.1f} s of shared work = {total:.1f} s.\n")
+    full = p.full_train_seconds.dropna()
+    ft = f"\nFull-data model training: {full.iloc[0]:.1f} s (once per setting).\n" if len(full) else ""
+    return ("Per selection: own seconds (this selection's work), the shared work it used (keys "
+            "below), standalone seconds (own + shared: what it costs on its own), device and "
+            "estimated proxy FLOPs; then the subset model's training.\n\n"
+            + _md(body, ["selector", "regime", "ratio", "seed", "selected", "own s", "shared work",
+                         "standalone s", "device", "proxy FLOPs (est.)", "train s", "train steps",
+                         "setting"]) + shared_md + ft)
+
+
+def _select_key(data: StudyData, r) -> str | None:
+    if data.subsets.empty:
+        return None
+    m = data.subsets[(data.subsets.experiment == r.experiment) & (data.subsets.selector == r.selector)
+                     & (data.subsets.ratio == r.ratio) & (data.subsets.seed == r.seed)
+                     & (data.subsets.setting_fp == r.setting_fp)]
+    return m.select_key.iloc[0] if len(m) else None
+
+
+def skipped_section(data: StudyData) -> str:
+    s = data.meta.get("skipped") or []
+    if not s:
+        return ""
+    return ("\n## Skipped (damaged or unreadable files)\n\n"
+            + "".join(f"- {x}\n" for x in sorted(set(s))))
+
+
+def nan_safe(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))

@@ -3,12 +3,12 @@
 Per prompt the pairwise outcome is ``v in {+1 (win), 0 (tie), -1 (lose)}`` and
 ``PWS = 1 + mean(v)`` over the parsed prompts (unparsed ones are left out).
 
-- :func:`mde_pws`: minimum detectable PWS difference between two selectors of one cell,
-  ``(z_{1-a/2} + z_{power}) * sqrt(2 * (s2 / n + tau2) / k)`` for ``n`` prompts, ``k``
-  seeds per selector, per-prompt outcome variance ``s2`` and seed-to-seed variance ``tau2``
-  of a PWS (two independent cell means; pairing over prompts only helps, so this is
-  conservative). Defaults without pilot data: ``s2 = 2/3`` (W, T, L equally likely),
-  ``tau2 = 0.05^2``.
+- :func:`mde`: minimum detectable PWS difference between two selectors of one setting and
+  ratio, from the variance components of :class:`Variance` (paired prompts, k seeds each;
+  the seed variance is not double counted), estimated by :func:`estimate_variance` from a
+  study or taken from a pilot / the :data:`PRIOR`.
+- :func:`cell_bootstrap`: one kind of CI for every cell (prompts resampled, per-prompt
+  outcomes averaged over seeds).
 - :func:`paired_bootstrap`: two selectors judged against the same full-data model on the
   same prompts: resample prompts (the same resample for both), CI of ``PWS_a - PWS_b`` and
   the share of resamples where a beats b.
@@ -20,6 +20,7 @@ Per prompt the pairwise outcome is ``v in {+1 (win), 0 (tie), -1 (lose)}`` and
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -40,15 +41,113 @@ def outcome_variance(outcomes: Sequence[str]) -> float:
     return float(v.var(ddof=1)) if len(v) > 1 else float("nan")
 
 
-def mde_pws(n_prompts: int, n_seeds: int = 1, s2: float | None = None, tau2: float | None = None,
-            alpha: float = 0.05, power: float = 0.8) -> float:
-    """Minimum detectable difference of two cell means of PWS (two-sided test)."""
-    if not n_prompts or n_prompts <= 0 or n_seeds <= 0:
+@dataclass(frozen=True)
+class Variance:
+    """Variance components of a per-prompt outcome difference between two selectors' models
+    judged on the same prompts against the same full-data model (the MDE model).
+
+    With ``d_i = v_iA - v_iB`` for one seed of each selector (``v`` in {-1, 0, 1}):
+
+    - ``diff`` = sigma_d^2, the variance over prompts of ``d_i``;
+    - ``seed_share`` = rho, the part of sigma_d^2 that is seed-to-seed noise (re-drawn with
+      every training seed: a prompt's outcome flips between seeds of the same selector); the
+      rest, (1 - rho) sigma_d^2, is the selector x prompt interaction, the same for every
+      seed;
+    - ``shift`` = tau_g^2, the variance of a seed's global PWS shift (all prompts move
+      together; a prompt bootstrap cannot see it).
+
+    The difference of two cell means over k seeds each then has variance
+    ``((1 - rho) + rho / k) sigma_d^2 / n + 2 tau_g^2 / k``. The seed variance of a PWS on
+    fixed prompts is ``rho sigma_d^2 / (2 n) + tau_g^2``: it already holds the prompt-level
+    noise, which is therefore never added a second time."""
+
+    diff: float
+    seed_share: float
+    shift: float
+    source: str = ""
+
+
+# without pilot data: W, T and L equally likely for each model (per-prompt variance 2/3, so
+# sigma_d^2 = 4/3 with no pairing gain), all of it seed noise, a 0.05 PWS seed shift
+PRIOR = Variance(4.0 / 3.0, 1.0, 0.05 ** 2, "prior: W/T/L equally likely, no pairing gain, "
+                                           "all per-prompt noise re-drawn per seed, seed shift sd 0.05")
+PRIOR_S2 = 2.0 / 3.0
+PRIOR_TAU = 0.05
+
+
+def diff_se(n: int, k: int, var: Variance = PRIOR) -> float:
+    if not n or n <= 0 or k <= 0:
         return float("nan")
-    s2 = PRIOR_S2 if s2 is None or not np.isfinite(s2) else s2
-    tau2 = PRIOR_TAU ** 2 if tau2 is None or not np.isfinite(tau2) else tau2
-    se = math.sqrt(2.0 * (s2 / n_prompts + tau2) / n_seeds)
-    return (_z(1 - alpha / 2) + _z(power)) * se
+    rho = min(1.0, max(0.0, var.seed_share))
+    return math.sqrt(((1 - rho) + rho / k) * var.diff / n + 2.0 * var.shift / k)
+
+
+def mde(n_prompts: int, n_seeds: int = 1, var: Variance = PRIOR, alpha: float = 0.05,
+        power: float = 0.8) -> float:
+    """Minimum detectable difference of two selectors' cell means (PWS units, or the units
+    of ``var``): (z_{1-alpha/2} + z_power) x the standard error of :class:`Variance`. The
+    one formula of the grid dry run, the study and the README."""
+    return (_z(1 - alpha / 2) + _z(power)) * diff_se(n_prompts, n_seeds, var)
+
+
+def mde_pws(n_prompts: int, n_seeds: int = 1, var: Variance | None = None, **kw) -> float:
+    return mde(n_prompts, n_seeds, var or PRIOR, **kw)
+
+
+def estimate_variance(cells: dict, pairs: list[tuple], min_prompts: int = 5) -> Variance | None:
+    """Variance components from a study's per-prompt values.
+
+    ``cells``: cell -> {seed: {prompt: value}} (one selector in one setting and ratio);
+    ``pairs``: (cell_a, cell_b) of different selectors in the same setting and ratio.
+    sigma_b^2 (per-prompt seed noise) and tau_g^2 come from cells with >= 2 seeds: the mean
+    over prompts of the variance over seeds, and the variance over seeds of the mean minus
+    its sigma_b^2 / n part; sigma_d^2 from the first seed of each pair. None when no cell has
+    two seeds or no pair exists (the plan then uses :data:`PRIOR` and says so)."""
+    sb, tg = [], []
+    for seeds in cells.values():
+        if len(seeds) < 2:
+            continue
+        keys = sorted(set.intersection(*[set(v) for v in seeds.values()]))
+        if len(keys) < min_prompts:
+            continue
+        m = np.array([[seeds[s][k] for s in sorted(seeds)] for k in keys], float)
+        b2 = float(m.var(axis=1, ddof=1).mean())
+        sb.append(b2)
+        tg.append(max(0.0, float(m.mean(axis=0).var(ddof=1)) - b2 / len(keys)))
+    ds = []
+    for a, b in pairs:
+        sa, sb_ = cells.get(a) or {}, cells.get(b) or {}
+        if not sa or not sb_:
+            continue
+        va, vb = sa[sorted(sa)[0]], sb_[sorted(sb_)[0]]
+        keys = sorted(set(va) & set(vb))
+        if len(keys) >= min_prompts:
+            ds.append(float(np.var([va[k] - vb[k] for k in keys], ddof=1)))
+    if not sb or not ds:
+        return None
+    d2 = float(np.mean(ds))
+    b2 = float(np.mean(sb))
+    return Variance(d2, min(1.0, 2 * b2 / d2) if d2 > 0 else 1.0, float(np.mean(tg)),
+                    f"estimated: sigma_d^2 from {len(ds)} selector pair(s), seed noise from "
+                    f"{len(sb)} cell(s) with several seeds")
+
+
+def cell_bootstrap(per_seed: dict, n_boot: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """(PWS, CI low, CI high) of one cell: the per-prompt outcome averaged over the cell's
+    seeds, prompts resampled. The same kind of CI for one seed or several; with values in
+    [-1, 1] it never leaves PWS's [0, 2]."""
+    keys = sorted(set.union(*[set(v) for v in per_seed.values()])) if per_seed else []
+    if not keys:
+        return float("nan"), float("nan"), float("nan")
+    m = np.array([np.nanmean([per_seed[s].get(k, np.nan) for s in per_seed]) for k in keys])
+    m = m[np.isfinite(m)]
+    if not len(m):
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = 1.0 + m[rng.integers(0, len(m), (n_boot, len(m)))].mean(axis=1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return 1.0 + float(m.mean()), float(lo), float(hi)
 
 
 def values(outcomes: Sequence[str]) -> np.ndarray:
@@ -98,22 +197,19 @@ def seed_summary(pws_per_seed: Sequence[float], single_ci: tuple[float, float] |
 
 
 def cohen_kappa(a: Sequence, b: Sequence, labels: Sequence | None = None) -> float:
-    """Cohen's kappa of two raters on the same items: (p_o - p_e) / (1 - p_e)."""
+    """Cohen's kappa of two raters on the same items: scikit-learn's ``cohen_kappa_score``
+    (a thin wrapper: NaN for no items; 1.0 when both raters give every item the same single
+    label, where scikit-learn's 0/0 is undefined)."""
     if len(a) != len(b):
         raise ValueError("kappa: both raters must rate the same items")
     if not len(a):
         return float("nan")
-    labels = list(labels) if labels is not None else sorted(set(a) | set(b))
-    ix = {l: i for i, l in enumerate(labels)}
-    m = np.zeros((len(labels), len(labels)))
-    for x, y in zip(a, b):
-        m[ix[x], ix[y]] += 1
-    n = m.sum()
-    po = np.trace(m) / n
-    pe = float((m.sum(0) * m.sum(1)).sum()) / n ** 2
-    if pe == 1.0:
-        return 1.0 if po == 1.0 else float("nan")
-    return float((po - pe) / (1 - pe))
+    if len(set(a) | set(b)) == 1:
+        return 1.0
+    from sklearn.metrics import cohen_kappa_score  # lazy: heavy
+
+    return float(cohen_kappa_score(list(a), list(b),
+                                   labels=list(labels) if labels is not None else None))
 
 
 def judge_agreement(outcomes_by_judge: dict[str, dict]) -> list[dict]:
@@ -146,3 +242,48 @@ def length_bias(rows: Sequence[dict]) -> dict:
 def words(text: str) -> int:
     """Answer length unit used everywhere in selbench's study tables: whitespace words."""
     return len((text or "").split())
+
+
+# --------------------------------------------------------------------------- judge noise
+def judge_noise_variance(first: dict, second: dict) -> dict:
+    """Judge noise from judging the same answers twice (issue #20, section 4).
+
+    ``first`` / ``second``: prompt key -> outcome (win/tie/lose/unparsed) of two judgings of
+    the SAME two answers (same settings, or another sampling seed). Over the prompts parsed
+    both times: ``flip_rate`` = share whose W/T/L differs, and ``var`` = sigma_J^2 =
+    mean((v1 - v2)^2) / 2, the variance of one judging's outcome around the prompt's mean
+    verdict (unbiased when the two judgings are independent draws of the same judge)."""
+    keys = sorted(k for k in first if k in second and first[k] in VAL and second[k] in VAL)
+    if not keys:
+        return {"n": 0, "flip_rate": float("nan"), "var": float("nan")}
+    v1 = np.array([VAL[first[k]] for k in keys], float)
+    v2 = np.array([VAL[second[k]] for k in keys], float)
+    return {"n": len(keys), "flip_rate": float(np.mean(v1 != v2)),
+            "var": float(np.mean((v1 - v2) ** 2) / 2)}
+
+
+def without_judge_noise(var: Variance, judge_var: float) -> Variance:
+    """``var`` with the judge's own noise taken out: the MDE a noiseless judge would give.
+
+    A judge's noise is re-drawn every time an answer is judged, so for the difference of two
+    selectors (each judged separately) it is ``2 sigma_J^2`` of sigma_d^2, all of it in the
+    part that is re-drawn with every seed (each seed's answers are judged anew)."""
+    if not np.isfinite(judge_var) or judge_var <= 0:
+        return var
+    d = max(var.diff - 2 * judge_var, 1e-12)
+    seed_part = max(var.seed_share * var.diff - 2 * judge_var, 0.0)
+    return Variance(d, min(1.0, seed_part / d), var.shift,
+                    f"{var.source}; judge noise 2 x {judge_var:.4f} removed")
+
+
+def judge_noise_mde(n_prompts: int, n_seeds: int, var: Variance, judge_var: float,
+                    **kw) -> dict:
+    """How much judge noise adds to the MDE: the MDE from ``var`` (measured outcomes hold
+    the judge's noise already), the MDE without it (:func:`without_judge_noise`), their
+    difference, and the judge's share of sigma_d^2. A percentile bootstrap over prompts
+    resamples judged outcomes, so its CI already includes judge noise in the same way."""
+    full = mde(n_prompts, n_seeds, var, **kw)
+    quiet = mde(n_prompts, n_seeds, without_judge_noise(var, judge_var), **kw)
+    share = 2 * judge_var / var.diff if var.diff > 0 and np.isfinite(judge_var) else float("nan")
+    return {"mde": full, "mde_without_judge_noise": quiet, "added": full - quiet,
+            "judge_share": min(1.0, share) if np.isfinite(share) else share}

@@ -38,9 +38,10 @@ STUDY_COLUMNS = ["refnll", "refnll_full", "len_a", "len_b", "longer_won", "n_dec
 
 def _read_json(p: Path) -> dict:
     try:
-        return json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError):
+        d = json.loads(p.read_text())
+    except (OSError, ValueError, RecursionError):
         return {}
+    return d if isinstance(d, dict) else {}
 
 
 def _read_jsonl(p: Path) -> list[dict]:
@@ -107,10 +108,10 @@ def _device_of(root: str) -> str:
     return f"cpu ({dev.get('cpus', '?')} cores)"
 
 
-def collect_study(runs_dir: Path) -> pd.DataFrame:
+def collect_study(runs_dir: Path, warn=None) -> pd.DataFrame:
     """``collect(runs_dir)`` plus the study columns (see the module docstring)."""
     runs_dir = Path(runs_dir)
-    df = collect(runs_dir)
+    df = collect(runs_dir, warn) if warn is not None else collect(runs_dir)
     for c in STUDY_COLUMNS:
         df[c] = None
     if df.empty:
@@ -119,6 +120,8 @@ def collect_study(runs_dir: Path) -> pd.DataFrame:
     results = {}
     for res in judge_results(runs_dir):
         r = _read_json(res)
+        if not isinstance(r, dict):  # damaged: collect() has named and skipped it
+            continue
         results[(r.get("experiment"), r.get("judge"), r.get("model_a"), r.get("model_b"))] = (res, r)
     cache: dict = {}
     out_rows = []

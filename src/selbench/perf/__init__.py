@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import (generate, grads, gsnr, gsnr_record, ifd, scale, spice,  # noqa: F401  (register)
-               spice_logdet, startup)
+from . import (generate, grads, gsnr, gsnr_record, ifd, scale, selftest,  # noqa: F401  (register)
+               spice, spice_logdet, startup)
 from .common import BENCHMARKS
 
 
@@ -19,6 +19,10 @@ def main(what: str, rest: list[str]) -> int:
     p = argparse.ArgumentParser(prog=f"bench perf {what}", description=bench.help)
     p.add_argument("--out", default="perf", help="folder for <what>.json and <what>.md")
     p.add_argument("--data-dir", default=None)
+    if "add_args" in d:  # a benchmark with arguments of its own
+        d["add_args"](p)
+        bench.run(p.parse_args(rest))
+        return 0
     p.add_argument("--device", default="auto")
     p.add_argument("--proxy", default="smollm2-135m-instruct")
     p.add_argument("--members", type=int, default=3, help="gsnr-record: ensemble members")
