@@ -28,6 +28,7 @@ def test_every_shipped_grid_expands(path):
         sel = [(c.label, c.seed, c.ratio) for c in g.cells]
         assert ("random", 1, 0.1) in sel and ("ifd", 0, 0.05) in sel and ("gsnr", 0, 0.1) in sel
         assert ("gsnr-drop", 0, 0.05) in sel and ("gsnr-drop", 0, 0.1) not in sel
+        assert ("longest", 0, 0.05) in sel and ("perplexity", 0, 0.1) in sel
         assert all(c.cfg.proxy.record == "train" for c in g.cells)
         # base default.yaml (model, judge, LoRA recipe), made smaller by the grid's `set:`
         assert all(c.cfg.data.pool_size == 100 and c.cfg.data.eval_limit == 5 for c in g.cells)
@@ -38,7 +39,8 @@ def test_every_shipped_grid_expands(path):
         assert {c.cfg.data.pool for c in g.cells} == {"alpaca", "alpaca-gpt4"}
         assert {c.cfg.model for c in g.cells} == {"meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-13b-hf"}
         assert all(c.cfg.proxy.model == "gpt2" and c.cfg.experiment == "paper" for c in g.cells)
-        assert len(g.cells) == 8 * (3 + 5) * 3
+        assert len(g.cells) == 8 * (3 + 7) * 3  # random x 3 seeds + 7 selectors, 3 ratios
+        assert {"longest", "perplexity"} <= {c.selector for c in g.cells}
     if path.name == "grid-table2.yaml":
         assert {c.selector for c in g.cells} == {"gsnr", "gsnr-drop", "gsnr-reldrop", "gsnr-drop-var"}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .benchmark.pipeline import Pipeline
-from .config import ProxyConfig, build_config, configs_root, from_dict
+from .config import ProxyConfig, RunConfig, build_config, configs_root, from_dict
 from .data import Pool, load_pool, validate_rows
 from .hardware import pick_device
 from .benchmark.plan import make_plan, render_plan
@@ -57,10 +57,13 @@ def run(config=None, progress: bool = True, **overrides) -> list[dict]:
 
 def select(selector: str, ratio: float = 0.05, pool: Any = "alpaca", pool_size: int | None = None,
            seed: int = 0, params: dict | None = None, proxy: dict | None = None,
-           data_dir: str | None = None, device: str = "auto", progress: bool = False):
+           data_dir: str | None = None, device: str = "auto", progress: bool = False,
+           target_model: str | None = None):
     """Run one selector on a pool and return its :class:`~selbench.selectors.Selection`
     (``indices`` in rank order, ``scores`` for every pool example, ``info``). `pool` is a
-    known name, a file path, a Hugging Face id, or a list of Alpaca-format dicts."""
+    known name, a file path, a Hugging Face id, or a list of Alpaca-format dicts.
+    ``target_model`` is the model the subset is for (its tokenizer counts tokens, e.g. for
+    ``length``; default: the default of ``RunConfig.model``)."""
 
     if isinstance(pool, list):
         rows, skipped = validate_rows(list(enumerate(pool, 1)), "select(pool=...)")
@@ -68,8 +71,11 @@ def select(selector: str, ratio: float = 0.05, pool: Any = "alpaca", pool_size: 
     elif not isinstance(pool, Pool):
         pool = load_pool(pool, data_dir, pool_size, seed)
     sel = build_selector(selector, params, from_dict(ProxyConfig, proxy or {}, "proxy"))
+    if target_model is None:
+        target_model = RunConfig.__dataclass_fields__["model"].default
     ctx = SelectionContext(seed=seed, device=pick_device(device), data_dir=data_dir,
-                           progress=progress, log=print if progress else (lambda m: None))
+                           progress=progress, log=print if progress else (lambda m: None),
+                           target_model=target_model)
     out = sel.run(pool, ratio, ctx)
     out.info["ids"] = [pool.rows[i]["id"] for i in out.indices]
     return out

@@ -16,6 +16,7 @@ On a machine without CUDA, ``--device cuda`` says so and exits 0 without running
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 import time
@@ -172,8 +173,6 @@ def check_vllm(model: str, rows: list[dict], device: str) -> dict:
 
 
 def run_checks(args) -> dict:
-    import importlib.util
-
     device = args.device
     model = args.model
     resolve_model(model)  # convert an embedded model once, outside the timings

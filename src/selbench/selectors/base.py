@@ -56,16 +56,19 @@ class SelectionContext:
     shard_root: Any = None  # folder for resumable score shards (runs/<exp>/shards)
     eval_items: dict[str, list[dict]] = field(default_factory=dict)  # the run's eval prompts
     judges: dict[str, Any] = field(default_factory=dict)  # the run's judges, built once
+    target_model: str | None = None  # the run's target model (cfg.model): its tokenizer counts tokens
     notes: dict[str, Any] = field(default_factory=dict)
     shared_work: dict[str, dict] = field(default_factory=dict)
 
     def shared(self, key: str, what: str, seconds: float, built_here: bool,
-               flops: float | None = None) -> None:
+               flops: float | None = None, judge_calls: int = 0) -> None:
         """Record work this selection used that other selectors may share (one gradient
-        profile, one IFD pass, one embedding pass), keyed so a study charges it once:
-        ``seconds`` is what building it took, ``built_here`` whether this selection built it."""
+        profile, one IFD pass, one embedding pass, one set of per-row judge ratings), keyed so
+        a study charges it once: ``seconds`` is what building it took, ``built_here`` whether
+        this selection built it, ``judge_calls`` the judge calls it took (0 for none)."""
         self.shared_work[key] = {"key": key, "what": what, "seconds": float(seconds),
-                                 "built_here": bool(built_here), "flops": flops}
+                                 "built_here": bool(built_here), "flops": flops,
+                                 "judge_calls": int(judge_calls)}
 
 
 @dataclass
@@ -148,6 +151,12 @@ class Selector:
         ``shared`` (the name of work other selectors and ratios reuse: the plan counts it
         once) and ``judge_calls``; None when it is negligible."""
         return None
+
+    def plan_problems(self, judges: dict[str, Any]) -> list[tuple[str, str]]:
+        """What this selector needs that may be missing here, as (plan problem kind, message),
+        checked by ``bench plan`` without computing (``judges``: the run's judges by name).
+        Most selectors need nothing beyond their models, which the plan checks itself."""
+        return []
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         raise NotImplementedError

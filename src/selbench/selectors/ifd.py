@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 
 from ..config import stable_hash
-from ..embeddings import embed
 from ..estimates import forward_flops, model_params
 from ..launch import run_workers, uses_launcher, write_job_rows
 from ..models import load_model, load_tokenizer
 from ..shards import ShardStore, ranges
 from .base import (SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget,
                    rank_by_score)
+from .embedcache import pool_embeddings
 from .proxy.scoring import decoder_and_head, row_sums, scored_logits
 
 
@@ -370,7 +370,9 @@ class IFDDiverse(_IFDBase):
 
     As released: the top ``candidate_multiple`` x budget by IFD among IFD < 1 (their 20% ->
     2%: 10x), embeddings of ``instruction\ninput\noutput`` by all-MiniLM-L6-v2 (mean
-    pooling, L2-normalised, truncated at 512 tokens), facility location on submodlib's
+    pooling, L2-normalised, truncated at 512 tokens; read through the pool's shared embedding
+    shards of :mod:`.embedcache`, which kcenter, knn-density and embed-target use too, so one
+    embedding pass serves them all), facility location on submodlib's
     euclidean kernel by lazy greedy. Differences: IFD ties among the candidates are ordered
     by the seeded tie-break (theirs: file order); the kernel is computed in numpy (float64,
     stored float32) rather than submodlib's float32 C++ loop, so near-equal gains may order
@@ -392,9 +394,9 @@ class IFDDiverse(_IFDBase):
         scores = self.score(pool, ctx) if scores is None else scores
         n_cand = min(len(pool), max(k, math.ceil(c.candidate_multiple * k)))
         cand, rep = filter_and_rank(scores, n_cand, c.threshold, ctx.seed)
-        rows = [pool.rows[i] for i in cand]
-        E = embed([f"{r['instruction']}\n{r.get('input', '')}\n{r['output']}" for r in rows],
-                  c.embed_batch_size, c.embed_max_length)
+        # through the pool's shared embedding shards (embedcache: kcenter, knn-density, ...)
+        E = pool_embeddings(pool.rows, ctx, "instruction-input-output", c.embed_max_length,
+                            c.embed_batch_size, indices=cand)
         if c.kernel == "cosine":
             sim = E @ E.T + 1.0  # cosine shifted to [0, 2]
         else:
