@@ -4,6 +4,8 @@ It answers POST /v1/chat/completions. A script maps the Nth call (1-based) to a 
 '429' (with Retry-After in seconds), '429date' (Retry-After as an HTTP date 2 s ahead),
 '429ms' (retry-after-ms: 700), '500', 'stall' (sleeps past the client timeout), 'badjson',
 'nochoice'. The arrival time of every call is kept in ``times``. Other calls get a valid completion whose first line is "7 5".
+``on_call(n)`` (optional) runs for the Nth valid call before it is answered (e.g. to fill the
+disk mid-judging); ``delay`` seconds are spent on every call (requests slower than writes).
 
 It is at least as strict as the API family it stands for (``family``): every request is
 validated first and answered HTTP 400 with OpenAI's error shape (message, type, param,
@@ -81,8 +83,9 @@ def validate_request(body, family: str) -> dict | None:
 class FaultServer:
     def __init__(self, script: dict[int, str] | None = None, stall_seconds: float = 3.0,
                  reply: str = "7 5\nAssistant 1 was more detailed.", family: str = "chat",
-                 echo: str | None = None):
+                 echo: str | None = None, on_call=None, delay: float = 0.0):
         self.family = family
+        self.on_call, self.delay = on_call, delay
         self.echo = echo  # a string a misbehaving server echoes into its error bodies
         self.rejected: list[dict] = []
         self.script = script or {}
@@ -118,6 +121,10 @@ class FaultServer:
                     outer.bodies.append(body)
                     outer.headers.append(dict(self.headers))
                     outer.times.append(time.monotonic())
+                if outer.on_call is not None:
+                    outer.on_call(call)
+                if outer.delay:
+                    time.sleep(outer.delay)
                 fault = outer.script.get(call)
                 if fault == "429":
                     return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0.05"})

@@ -165,12 +165,15 @@ def test_full_disk_while_appending_to_the_cache(tmp_path, monkeypatch):
     with pytest.raises(OSError) as e:
         judge_items(judge, recs, CompletionCache(path), progress=False)
     assert e.value.errno == errno.ENOSPC and str(path) in str(e.value)
+    assert len(judge.sent) == 4  # nothing sent after the first answer that could not be stored
     monkeypatch.undo()  # space freed
     lines = cache_lines(path)  # no torn line
     assert len(lines) == 3
+    assert len(list(tmp_path.glob(".cache.jsonl.rescue-*.jsonl"))) == 1  # the 4th answer
     judge2 = ScriptedJudge()
     judge_items(judge2, recs, CompletionCache(path), progress=False)
-    assert len(judge2.sent) == 10 - 3  # what was stored is never paid again
+    assert len(judge2.sent) == 10 - 4  # what was answered is never paid again
+    assert not list(tmp_path.glob(".cache.jsonl.rescue-*"))  # read back, stored, removed
     assert sorted(path.read_text().splitlines()) == sorted(ref.read_text().splitlines())
 
 

@@ -36,7 +36,8 @@ def test_done_is_a_manifest_of_the_stage(tmp_path):
     files = man["files"]
     assert set(files) == {"config.yaml", "small.json", "answers.jsonl", "model/big.bin"}
     assert files["answers.jsonl"]["lines"] == 5 and "sha256" in files["small.json"]
-    assert "sha256" not in files["model/big.bin"] and files["model/big.bin"]["size"] == 3 << 20
+    # every file has its sha256 (issue 22: a same-size edit of a file >= 1 MiB was missed)
+    assert "sha256" in files["model/big.bin"] and files["model/big.bin"]["size"] == 3 << 20
     assert man["counts"]["files"] == 4
     assert rd.verify(KEY) == [] and rd.done(KEY)
 

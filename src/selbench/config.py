@@ -304,6 +304,101 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- bounded YAML
+MAX_YAML_BYTES = 4 << 20  # the largest YAML file selbench reads (configs are kilobytes)
+MAX_YAML_NODES = 200_000  # nodes of one document once every alias is expanded
+
+
+class YAMLTooLarge(yaml.YAMLError):
+    """A YAML document past the bounds: too many bytes, or aliases that expand too far."""
+
+
+def _expanded_nodes(root, limit: int) -> int:
+    """Nodes of the document at ``root`` with every alias counted as a full copy of its
+    anchor (what anything walking the loaded data will visit); raises YAMLTooLarge past
+    ``limit`` or on a recursive alias. Linear in the composed graph (memoised per node)."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node) -> int:
+        k = id(node)
+        if k in memo:
+            return memo[k]
+        if k in active:
+            raise YAMLTooLarge("a recursive alias (an anchor used inside itself): refused")
+        active.add(k)
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                n += size(child)
+                if n > limit:
+                    break
+        elif isinstance(node, yaml.MappingNode):
+            for kn, vn in node.value:
+                n += size(kn) + size(vn)
+                if n > limit:
+                    break
+        if n > limit:
+            raise YAMLTooLarge(f"its aliases (*name) expand it to more than {limit:,} nodes "
+                               f"(a YAML alias bomb?): refused")
+        active.discard(k)
+        memo[k] = n
+        return n
+
+    return size(root)
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a document whose aliases expand past MAX_YAML_NODES
+    before anything is built from it (a 9-line "billion laughs" file fails in milliseconds
+    instead of making every later walk over the data run for minutes)."""
+
+    def construct_document(self, node):
+        _expanded_nodes(node, MAX_YAML_NODES)
+        return super().construct_document(node)
+
+
+def load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` within the bounds (MAX_YAML_BYTES, MAX_YAML_NODES); raises
+    yaml.YAMLError (YAMLTooLarge past the bounds). Every YAML selbench reads goes through
+    here: run configs and their includes, grid files, judge YAMLs, judge prompt files,
+    launch configs, ``--set`` values."""
+    if len(text) > MAX_YAML_BYTES:
+        raise YAMLTooLarge(f"{len(text):,} characters, more than the {MAX_YAML_BYTES:,} a "
+                           f"YAML file may have here: refused")
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | os.PathLike, what: str = "YAML") -> Any:
+    """One YAML file, bounded (:func:`load_yaml_text`); every problem is a ConfigError
+    naming the file: missing, a folder, not a regular file (a FIFO would block), too
+    large, not UTF-8, invalid, an alias bomb, nested too deeply, unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a {what} file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a regular file (a FIFO or device?); give a {what} file")
+    try:
+        if path.stat().st_size > 4 * MAX_YAML_BYTES:  # not even read
+            raise YAMLTooLarge(f"{path.stat().st_size:,} bytes, more than a YAML file may "
+                               f"have here: refused")
+        return load_yaml_text(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
 def load_yaml_layers(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     """Read a YAML config, resolving ``include:`` (a path or a list, relative to the file)."""
     path = Path(path).expanduser().resolve()
@@ -315,16 +410,7 @@ def load_yaml_layers(path: str | os.PathLike, _seen: tuple = ()) -> dict:
         raise ConfigError(f"{path}: is a directory, not a YAML config file")
     if not path.is_file():
         raise ConfigError(f"{path}: not a regular file (a FIFO or device?); give a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    data = read_yaml(path, "YAML config") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     includes = data.pop("include", None) or []
@@ -349,7 +435,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not raw.strip():
         return keys, ""
     try:
-        return keys, yaml.safe_load(raw)
+        return keys, load_yaml_text(raw)
+    except YAMLTooLarge as e:
+        raise ConfigError(f"--set {text!r}: the value is refused: {e}") from None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({problem}); quote "

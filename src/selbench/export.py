@@ -15,16 +15,72 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig, from_dict
-from .data import _read_records, content_id, load_pool
+from .data import DataNotFound, PoolError, _read_records, content_id, load_pool
+
+
+class ExportError(ValueError):
+    """A select stage whose pool cannot be rebuilt exactly (one line, names the folder)."""
+
+
+def _load_recorded(data: dict, source: str | None):
+    """The pool a select stage recorded (its data config), else from the recorded source
+    file (e.g. a known pool's file found through a data dir that is not set now)."""
+    tries = [data.get("pool")] + ([source] if source and not source.startswith("hf://") else [])
+    err: Exception | None = None
+    for what in dict.fromkeys(t for t in tries if t):
+        try:
+            return load_pool(what, data.get("data_dir"), data.get("pool_size"),
+                             int(data.get("sample_seed") or 0), data.get("columns") or {})
+        except (DataNotFound, PoolError, OSError, ValueError) as e:
+            err = e
+    raise err or ExportError("no pool recorded")
 
 
 def _pool_for(select_dir: Path):
-    """The pool a select stage ran on, from its run's manifest (same config, same sample)."""
+    """The pool a select stage selected from, as it recorded it in its ``info.json``
+    (``pool``: data config, source, fingerprint, n), checked against that fingerprint, so
+    later runs of the experiment on other pools or samples do not matter. A select folder
+    made before that record existed: the manifest's invocations whose pool has the
+    folder's size and every selected id (newest first), else an error saying what to do."""
+    sub = json.loads((select_dir / "subset.json").read_text())
+    try:
+        info = json.loads((select_dir / "info.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    rec = info.get("pool") if isinstance(info, dict) else None
+    if isinstance(rec, dict) and isinstance(rec.get("data"), dict):
+        try:
+            pool = _load_recorded(rec["data"], rec.get("source"))
+        except (DataNotFound, PoolError, OSError, ValueError) as e:
+            raise ExportError(f"{select_dir}: cannot load the pool it selected from "
+                              f"({rec['data'].get('pool')!r}, source {rec.get('source')}): "
+                              f"{e}") from None
+        if rec.get("fingerprint") and pool.fingerprint() != rec["fingerprint"]:
+            raise ExportError(f"{select_dir}: the pool it selected from ({rec.get('source')}) "
+                              f"has changed since (now {len(pool)} rows, fingerprint "
+                              f"{pool.fingerprint()}, recorded {rec.get('n')} rows, "
+                              f"{rec['fingerprint']}): restore that file to export this subset")
+        return pool
+    want = set(sub.get("ids") or [])
+    n = info.get("pool_size") if isinstance(info, dict) else None
     root = select_dir.parent.parent
-    man = json.loads((root / "manifest.json").read_text())["invocations"]
-    cfg = from_dict(RunConfig, man[-1]["config"], str(root / "manifest.json"))
-    d = cfg.data
-    return load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed)
+    try:
+        invocations = json.loads((root / "manifest.json").read_text())["invocations"]
+    except (OSError, ValueError, KeyError, TypeError):
+        invocations = []
+    for inv in reversed(invocations if isinstance(invocations, list) else []):
+        try:
+            d = from_dict(RunConfig, inv["config"], str(root / "manifest.json")).data
+            pool = load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed, d.columns)
+        except Exception:  # noqa: BLE001 - an invocation on a pool not here: try the next
+            continue
+        ids = {r["id"] for r in pool.rows}
+        if (n is None or len(pool) == n) and want <= ids:
+            return pool
+    raise ExportError(f"{select_dir}: made before select stages recorded their pool, and no "
+                      f"run in {root / 'manifest.json'} used a pool with its {n} rows and "
+                      f"selected ids; rerun that selection with its config (the stage is "
+                      f"rebuilt with the record) and export again")
 
 
 def source_positions(pool) -> dict[str, int]:
@@ -48,6 +104,11 @@ def export_subset(select_dir: str | Path, out: str | Path, fmt: str = "jsonl") -
     scores = np.load(select_dir / "scores.npy")
     pool = _pool_for(select_dir)
     by_id = {r["id"]: (i, r) for i, r in enumerate(pool.rows)}
+    missing = [cid for cid in sub["ids"] if cid not in by_id]
+    if missing or len(scores) != len(pool):
+        raise ExportError(f"{select_dir}: the rebuilt pool ({pool.source}, {len(pool)} rows) "
+                          f"does not match this selection ({len(scores)} scores, "
+                          f"{len(missing)} selected id(s) not in it)")
     pos = source_positions(pool)
     rows = []
     for rank, cid in enumerate(sub["ids"]):

@@ -95,24 +95,36 @@ class Terminated(BaseException):
     """The driver got SIGTERM while waiting for its workers (they are stopped first)."""
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first); None where it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _process_start(pid: int) -> str | None:
     """The start time of process ``pid`` (field 22 of /proc/<pid>/stat), to tell a live
     driver from a new process that reuses its pid; None where /proc is not available."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    st = _proc_stat(pid)
+    return st[19] if st and len(st) > 19 else None
 
 
 def driver_alive(pid: int, start: str | None) -> bool:
+    """Whether the driver ``pid`` (started at ``start``) still runs: not gone, not a zombie
+    (killed, not yet reaped by its parent) and not another process that reuses its pid."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return start is None or _process_start(pid) in (None, start)
+    st = _proc_stat(pid)
+    if st is None:
+        return True  # no /proc: the signal test is all there is
+    if st[0] in ("Z", "X"):
+        return False
+    return start is None or (st[19] if len(st) > 19 else None) in (None, start)
 
 
 def watch_driver(spec: dict, interval: float = 0.5) -> threading.Thread | None:
@@ -139,13 +151,26 @@ def watch_driver(spec: dict, interval: float = 0.5) -> threading.Thread | None:
     return t
 
 
-def _die_with_parent() -> None:
-    """preexec_fn of the launcher: SIGTERM when the driver dies (Linux prctl
-    PR_SET_PDEATHSIG), so torchrun/accelerate stop their workers even after a SIGKILL."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _death_signal_setter():
+    """The launcher's ``preexec_fn``: SIGTERM when the driver dies (Linux prctl
+    PR_SET_PDEATHSIG), so torchrun/accelerate stop their workers even after a SIGKILL of the
+    driver. libc is looked up here, in the driver, so the child only makes the call (no
+    import between fork and exec); if the driver died before the call, the child exits at
+    once. None where prctl is not available (then the workers' own watch still holds)."""
+    try:
+        import ctypes  # lazy: heavy
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the driver is already gone
+            os._exit(70)
+
+    return preexec
 
 
 def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -166,6 +191,7 @@ def _terminate_raises():
     """While the driver waits: SIGTERM raises :class:`Terminated` (SIGINT already raises
     KeyboardInterrupt), so the workers are stopped before the driver exits."""
     def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the stop short
         raise Terminated(f"signal {signum}")
 
     if threading.current_thread() is not threading.main_thread():
@@ -201,7 +227,7 @@ def run_workers(task: str, spec: dict, launch: LaunchConfig, workdir: Path,
     log(f"[launch] {task}: {launch.launcher} x{launch.num_processes} (log: {log_path})")
     with log_path.open("w") as out, _terminate_raises():
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                start_new_session=True, preexec_fn=_death_signal_setter())
         try:
             rc = proc.wait()
         except BaseException:

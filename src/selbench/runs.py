@@ -4,10 +4,17 @@ Every stage writes into ``runs/<experiment>/<stage>/<name>-<h8>/`` where ``h8`` 
 stage's own config plus the keys of the stages it consumes. Work happens in a sibling temp
 folder (``.tmp-<key>-<pid>``, one per process) that is renamed into place only when the
 stage succeeds, so a folder that exists is finished. Its ``DONE`` file is a JSON manifest
-of what the stage contains: every file's size, the sha256 of files under 1 MiB and the
-line count of ``.jsonl`` files. A finished folder is verified against it before it is
-reused; a damaged one (a file missing, truncated or edited) is named in the log, removed
-and rebuilt. An empty ``DONE`` (written by older versions) is accepted unverified.
+of what the stage contains: every file's size and sha256, the line count of ``.jsonl``
+files, and for large files (64 MiB or more: full-model weights) the file's identity on
+disk (inode, mtime and ctime in ns). A finished folder is verified against it before it
+is reused: every file's size, the sha256 of each file under 64 MiB (adapters, answers,
+scores: ~1 s per 500 MB hashed), and for a large file its sha256 again whenever its
+identity on disk differs from the recorded one (any write to it, even one that keeps the
+size and resets the mtime, changes the ctime; a copied folder has new inodes) or when
+``SELBENCH_VERIFY=full`` is set (then every file is hashed). A damaged folder (a file
+missing, truncated or edited) is named in the log, removed and rebuilt. An empty ``DONE``
+(written by older versions) is accepted unverified; an older manifest without the sha256
+of large files is verified by size (and line count) for those.
 
 Concurrency: check-build-rename runs under a per-stage file lock
 (``<run>/.locks/<stage>/<key>.lock``), so a second process asking for the same stage waits and then
@@ -42,7 +49,8 @@ from .config import ConfigError, stable_hash, to_dict
 
 DONE = "DONE"
 MANIFEST_VERSION = 1
-HASH_LIMIT = 1 << 20  # files below 1 MiB get a sha256 in the DONE manifest
+HASH_LIMIT = 64 << 20  # files below 64 MiB are re-hashed on every verify; larger ones when changed
+VERIFY_ENV = "SELBENCH_VERIFY"  # "full": re-hash every file of a finished stage on every verify
 
 
 class DamagedStage(RuntimeError):
@@ -97,14 +105,29 @@ def _count_lines(path: Path) -> int:
     return n
 
 
+def _identity(st: os.stat_result) -> list[int]:
+    """A file's identity on disk: inode, mtime and ctime (ns). A write changes the ctime
+    whatever it does to the mtime; a copy has another inode."""
+    return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
 def describe_file(path: Path) -> dict[str, Any]:
     st = path.stat()
-    entry: dict[str, Any] = {"size": st.st_size}
-    if st.st_size < HASH_LIMIT:
-        entry["sha256"] = _sha256(path)
+    entry: dict[str, Any] = {"size": st.st_size, "sha256": _sha256(path)}
+    if st.st_size >= HASH_LIMIT:
+        entry["stat"] = _identity(path.stat())
     if path.suffix == ".jsonl":
         entry["lines"] = _count_lines(path)
     return entry
+
+
+def _needs_hash(want: dict, st: os.stat_result) -> bool:
+    """Whether verifying this file re-hashes it (see the module doc)."""
+    if "sha256" not in want:
+        return False  # an older manifest: large files were recorded by size only
+    if st.st_size < HASH_LIMIT or os.environ.get(VERIFY_ENV, "").lower() == "full":
+        return True
+    return want.get("stat") != _identity(st)
 
 
 def stage_manifest(folder: Path) -> dict[str, Any]:
@@ -149,10 +172,11 @@ def verify_folder(folder: Path) -> list[str]:
             if not p.is_file():
                 damaged.append(f"{rel} (missing)")
                 continue
-            size = p.stat().st_size
+            st = p.stat()
+            size = st.st_size
             if size != want.get("size"):
                 damaged.append(f"{rel} (size {size}, expected {want.get('size')})")
-            elif "sha256" in want and _sha256(p) != want["sha256"]:
+            elif _needs_hash(want, st) and _sha256(p) != want["sha256"]:
                 damaged.append(f"{rel} (content changed)")
             elif "lines" in want and _count_lines(p) != want["lines"]:
                 damaged.append(f"{rel} (line count changed)")

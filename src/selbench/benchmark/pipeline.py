@@ -82,7 +82,7 @@ class Pipeline:
                                    pool_key=self.keys.pool_hash, data_dir=cfg.data.data_dir,
                                    log=self.log, progress=self.progress, launch=cfg.launch,
                                    shard_root=self.rd.shard_root, eval_items=self.data.evals,
-                                   judges=self.judges)
+                                   judges=self.judges, target_model=cfg.model)
             sel = selector.run(self.pool, ratio, ctx)
             np.save(tmp / "scores.npy", sel.scores)
             info = {**sel.info, **ctx.notes,  # the run's own fields win over a selector's

@@ -138,9 +138,14 @@ def make_plan(cfg: RunConfig, data: RunData | None = None, judges: dict | None =
             except (ConfigError, RegistryError, ValueError) as e:
                 plan.add("error", str(e))
     judge_needs = [n for j in judges.values() for n in j.needs()]
+    if selector is not None:  # what the selector itself needs (e.g. a judge that can rate rows)
+        for kind, msg in selector.plan_problems(judges):
+            plan.add(kind, msg)
     mem_gb, mem_src = device_memory_gb(cfg, device)
     dev_class = device_class(cfg, device, mem_gb, mem_src)
     plan.estimates = _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev_class, plan)
+    if data is not None:  # the pool's source and skip counts, the eval sets (render_plan)
+        plan.estimates["data"] = data.describe()
     if data is not None and selector is not None:
         _stages(plan, cfg, data, device, selector, list(judges.values()))
     judging_to_do = any(s.stage.startswith("judge") and s.status != "done" for s in plan.stages) \
@@ -222,7 +227,8 @@ def _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev, plan: 
         cost = selector.estimate(n, tokens, cfg.seed)
         if cost:
             cost = dict(cost)
-            cost["seconds"] = seconds_for(cost.get("flops"), dev, cost.get("kind", "train"))
+            if cost.get("flops") is not None or "seconds" not in cost:  # judge calls: own seconds
+                cost["seconds"] = seconds_for(cost.get("flops"), dev, cost.get("kind", "train"))
             est["proxy"] = cost
     if n_prompts is not None:
         est["judges"] = []
@@ -333,6 +339,8 @@ def render_plan(plan: Plan, cfg: RunConfig) -> str:
                  f"trains in {e.get('precision')} on {e.get('device')}"
                  + (f" x{e['train_processes']} processes" + (" (FSDP)" if e.get("fsdp") else "")
                     if e.get("train_processes", 1) > 1 else ""))
+    for line in e.get("data", []):  # e.g. "pool 'x': 14 examples from F (skipped {...})"
+        lines.append(f"data: {line}")
     mem = e.get("device_memory_gb")
     lines.append(f"device: {mem:.0f} GiB per device ({e.get('device_memory_source')}); time "
                  f"estimates for {e.get('device_class')}" if mem else
@@ -347,7 +355,9 @@ def render_plan(plan: Plan, cfg: RunConfig) -> str:
         shared = f" (shared: {p['shared']})" if p.get("shared") else ""
         lines.append(f"  select ({p.get('what', 'proxy')}): ~{fmt_flops(p.get('flops'))}, "
                      f"~{fmt_hours(p.get('seconds'))}{shared}"
-                     + (f", {p['judge_calls']} judge calls" if p.get("judge_calls") else ""))
+                     + (f", {p['judge_calls']} judge calls" if p.get("judge_calls") else "")
+                     + (f" (~${p['cost_usd']:.2f}, {p.get('price_source') or 'judge YAML prices'})"
+                        if p.get("cost_usd") is not None else ""))
     if "generate" in e:
         g = e["generate"]
         lines.append(f"  generate: {g['models']} models x {g['prompts_per_model']} prompts, "

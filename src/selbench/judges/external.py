@@ -31,7 +31,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..config import stable_hash
-from ..data import EVAL_SETS, DataNotFound, PoolError, load_eval_set, parse_jsonl
+from ..data import EVAL_SETS, DataNotFound, PoolError, load_eval_set
 from ..runs import EXTERNAL, JUDGE, RunDir, experiment_root, stage_key
 from .base import CompletionCache, load_judge
 from .stage import build_items, judge_items, reduce, usage_of, write_rows
@@ -41,18 +41,44 @@ class AnswerFormatError(ValueError):
     pass
 
 
-def _rows(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+def _rows(path: Path) -> tuple[str, list[tuple[int, object]]]:
+    """(unit, [(row number, value)]) of one answer file: a JSON list ("item" N, 1-based)
+    or JSONL ("line" N, blank lines skipped). Errors name the file and the line."""
+    if not path.exists():
+        raise AnswerFormatError(f"{path}: answer file not found")
+    if not path.is_file():  # a FIFO would block the read forever; a device never ends
+        raise AnswerFormatError(f"{path}: not a regular file (a FIFO, socket or device?): "
+                                f"give an answer file (JSONL or a JSON list)")
+    try:
+        text = path.read_text(encoding="utf-8").lstrip("\ufeff")
+    except UnicodeDecodeError as e:
+        raise AnswerFormatError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if text.lstrip().startswith("["):
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise AnswerFormatError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        except RecursionError:
+            raise AnswerFormatError(f"{path}: nested too deeply") from None
         if not isinstance(data, list):
             raise AnswerFormatError(f"{path}: expected a JSON list")
-        return data
-
-    return parse_jsonl(text.splitlines(), path, AnswerFormatError, unit="line")
+        return "item", list(enumerate(data, 1))
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((n, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise AnswerFormatError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
+        except RecursionError:
+            raise AnswerFormatError(f"{path}: line {n}: nested too deeply") from None
+    return "line", out
 
 
 def detect_format(row: dict) -> str:
+    if not isinstance(row, dict):
+        raise AnswerFormatError(f"expected a JSON object, got {type(row).__name__}")
     if "choices" in row and "question_id" in row:
         return "fastchat-llm-judge"
     if "answer_id" in row and "question_id" in row and "text" in row:
@@ -63,8 +89,8 @@ def detect_format(row: dict) -> str:
         return "selbench"
     if "answer" in row:
         return "eval-row"
-    raise AnswerFormatError(f"unknown answer format (keys {sorted(row)[:8]}): expected selbench "
-                            f"{{id, prompt, answer}}, FastChat {{question_id, text|choices}}, "
+    raise AnswerFormatError(f"unknown answer format (keys {sorted(map(str, row))[:8]}): expected "
+                            f"selbench {{id, prompt, answer}}, FastChat {{question_id, text|choices}}, "
                             f"alpaca_eval {{instruction, output}} or an eval-set row + answer")
 
 
@@ -82,11 +108,50 @@ def _eval_index(data_dir: str | None, sets: list[str]) -> tuple[dict, dict]:
     return by_text, items
 
 
+def _field(r: dict, name: str, kinds: tuple, where: str, optional: bool = False):
+    """``r[name]`` if it is one of ``kinds`` (a bool is no number), else an error naming it."""
+    if name not in r:
+        if optional:
+            return None
+        raise AnswerFormatError(f"{where}: field '{name}' is missing")
+    v = r[name]
+    if optional and v is None:
+        return None
+    if not isinstance(v, kinds) or isinstance(v, bool):
+        want = " or ".join({str: "a string", int: "an integer", list: "a list"}[k] for k in kinds)
+        raise AnswerFormatError(f"{where}: field '{name}' must be {want}, got "
+                                f"{type(v).__name__} {json.dumps(v)[:40]}")
+    return v
+
+
+def _first_turn(r: dict, where: str) -> str:
+    """The answer of a FastChat llm_judge row: ``choices[0].turns[0]``, checked."""
+    choices = _field(r, "choices", (list,), where)
+    if not choices or not isinstance(choices[0], dict):
+        raise AnswerFormatError(f"{where}: field 'choices' must be a non-empty list of objects "
+                                f"with 'turns'")
+    turns = _field(choices[0], "turns", (list,), f"{where}: choices[0]")
+    if not turns or not isinstance(turns[0], str):
+        raise AnswerFormatError(f"{where}: field 'choices[0].turns' must be a non-empty list "
+                                f"of strings (the answer is its first turn)")
+    return turns[0]
+
+
 def read_answers(path: str | Path, data_dir: str | None = None,
                  eval_set: str | None = None) -> tuple[dict, dict]:
-    """Answers of one model: ({(eval set, id): {"prompt", "answer"}}, info)."""
+    """Answers of one model: ({(eval set, id): {"prompt", "answer"}}, info).
+
+    Every row must be an object with the fields of its file's format, of the right types;
+    otherwise the error names the file, the line (or list item) and the field. A prompt
+    answered twice is an error naming both rows. A row that matches no eval prompt is
+    skipped and counted (``info["unmatched"]``, reported with the result)."""
     path = Path(path)
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+    elif path.exists() or path.is_symlink():
+        files = [path]
+    else:
+        raise AnswerFormatError(f"{path}: no such answer file or folder")
     if not files:
         raise AnswerFormatError(f"{path}: no answer files (*.jsonl)")
     # the default sets (WizardLM, Vicuna) first: a prompt found in several sets (Vicuna's
@@ -94,36 +159,53 @@ def read_answers(path: str | Path, data_dir: str | None = None,
     sets = sorted(EVAL_SETS.names(), key=lambda n: (not EVAL_SETS.get(n).default, n))
     by_text, items = _eval_index(data_dir, sets)
     out: dict = {}
+    first_at: dict = {}  # (set, id) -> "file: line N" of its answer
     info = {"files": [str(f) for f in files], "formats": Counter(), "unmatched": 0}
     for f in files:
-        rows = _rows(f)
+        unit, rows = _rows(f)
         if not rows:
             continue
-        fmt = detect_format(rows[0])
+        try:
+            fmt = detect_format(rows[0][1])
+        except AnswerFormatError as e:
+            raise AnswerFormatError(f"{f}: {unit} {rows[0][0]}: {e}") from None
         info["formats"][fmt] += len(rows)
-        for r in rows:
+        for n, r in rows:
+            where = f"{f}: {unit} {n}"
+            if not isinstance(r, dict):
+                raise AnswerFormatError(f"{where}: expected a JSON object ({fmt} format, like "
+                                        f"{unit} {rows[0][0]}), got {type(r).__name__}")
             key, prompt, answer = None, None, None
             if fmt == "selbench":
                 es = eval_set or (f.stem if f.stem in sets else None)
-                prompt, answer = r["prompt"], r["answer"]
-                key = (es, str(r["id"])) if es else by_text.get(prompt.strip())
+                pid = _field(r, "id", (str, int), where)
+                prompt = _field(r, "prompt", (str,), where)
+                answer = _field(r, "answer", (str,), where)
+                key = (es, str(pid)) if es else by_text.get(prompt.strip())
             elif fmt in ("fastchat", "fastchat-llm-judge"):
                 es = eval_set or "vicuna"
-                answer = r["text"] if fmt == "fastchat" else r["choices"][0]["turns"][0]
-                key = (EVAL_SETS.canonical(es), str(r["question_id"]))
+                qid = _field(r, "question_id", (str, int), where)
+                answer = (_field(r, "text", (str,), where) if fmt == "fastchat"
+                          else _first_turn(r, where))
+                key = (EVAL_SETS.canonical(es), str(qid))
                 prompt = (items.get(key) or {}).get("prompt")
             elif fmt == "alpaca_eval":
-                prompt = r["instruction"] + (f"\n\n{r['input']}" if r.get("input") else "")
-                answer = r["output"]
+                inst = _field(r, "instruction", (str,), where)
+                extra = _field(r, "input", (str,), where, optional=True)
+                prompt = inst + (f"\n\n{extra}" if extra else "")
+                answer = _field(r, "output", (str,), where)
                 key = by_text.get(prompt.strip())
             else:  # eval-set row + answer (DiverseEvol)
-                answer = r["answer"]
+                answer = _field(r, "answer", (str,), where)
                 for es in ([eval_set] if eval_set else sets):
                     spec = EVAL_SETS.get(es)
                     try:
                         pid = spec.get_id(r) if spec.get_id else None
                         prompt = spec.get_prompt(r)
-                    except (KeyError, IndexError, TypeError):
+                    except (KeyError, IndexError, TypeError, AttributeError):
+                        continue
+                    if not isinstance(prompt, str):
+                        prompt = None
                         continue
                     k = (EVAL_SETS.canonical(es), str(pid))
                     if k in items and items[k]["prompt"].strip() == prompt.strip():
@@ -131,9 +213,14 @@ def read_answers(path: str | Path, data_dir: str | None = None,
                         break
                 if key is None and prompt:
                     key = by_text.get(prompt.strip())
-            if key is None or prompt is None or not isinstance(answer, str):
+            if key is None or prompt is None:
                 info["unmatched"] += 1
                 continue
+            if key in out:
+                raise AnswerFormatError(f"{where}: a second answer to {key[0]} prompt {key[1]!r} "
+                                        f"(the first is at {first_at[key]}); keep one answer per "
+                                        f"prompt")
+            first_at[key] = where
             out[key] = {"prompt": prompt, "answer": answer}
     info["formats"] = dict(info["formats"])
     if not out:
@@ -207,6 +294,11 @@ def render_result(res: dict) -> str:
     head = (f"{res['model_a']} (A) vs {res['model_b']} (B), judge {res['judge']}{kind}; "
             f"formats {res['formats_a']} / {res['formats_b']}; prompts only in A: "
             f"{res['only_in_a']}, only in B: {res['only_in_b']}")
+    skipped = [f"{res.get(f'unmatched_{s}', 0)} in {s.upper()}" for s in ("a", "b")
+               if res.get(f"unmatched_{s}")]
+    if skipped:
+        head += (f"\nskipped: {' and '.join(skipped)} answer row(s) matching no eval prompt (not "
+                 f"judged; give --eval-set or --data-dir if they should match)")
     return head + "\n" + tabulate(rows, headers=["eval set", "W/T/L (A)", "unparsed", "PWS (A)",
                                                  "95% CI", "pos. consist.", "PWS-compat"],
                                   tablefmt="github", disable_numparse=True)

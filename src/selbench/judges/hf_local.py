@@ -9,8 +9,7 @@ from typing import Callable
 
 from ..hardware import pick_device
 from ..models import load_model, load_tokenizer, model_problem
-from . import prompts
-from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
+from .base import JUDGE_TYPES, Completion, Judge, JudgeItem, StopRequests
 
 
 @dataclass
@@ -42,13 +41,16 @@ class HFJudge(Judge):
         dev = pick_device(c.device)
         tok = load_tokenizer(c.model, padding_side="left")
         model = load_model(c.model, dev).eval()
-        texts = [tok.apply_chat_template(prompts.render(it.question, it.answer_1, it.answer_2, self.prompt),
-                                         add_generation_prompt=True, tokenize=False)
+        texts = [tok.apply_chat_template(self.messages(it), add_generation_prompt=True,
+                                         tokenize=False)
                  for it in items]
         kw = dict(max_new_tokens=c.max_new_tokens, pad_token_id=tok.pad_token_id)
         kw.update(dict(do_sample=True, temperature=c.temperature) if c.temperature > 0
                   else dict(do_sample=False, temperature=None, top_p=None, top_k=None))
+        stopped = None  # on_done said stop: finish handing over this batch, start no other
         for s in range(0, len(texts), c.batch_size):
+            if stopped is not None:
+                break
             enc = tok(texts[s:s + c.batch_size], return_tensors="pt", padding=True,
                       add_special_tokens=False).to(dev)
             with torch.no_grad():
@@ -58,4 +60,9 @@ class HFJudge(Judge):
                 self.stats["calls"] += 1
                 usage = {"prompt_tokens": int(enc["attention_mask"][j].sum()),
                          "completion_tokens": int((new != tok.pad_token_id).sum())}
-                on_done(s + j, Completion(tok.decode(new, skip_special_tokens=True), usage))
+                try:
+                    on_done(s + j, Completion(tok.decode(new, skip_special_tokens=True), usage))
+                except StopRequests as e:
+                    stopped = stopped or e
+        if stopped is not None:
+            raise stopped

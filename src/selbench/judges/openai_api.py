@@ -17,14 +17,13 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
 
 import tenacity
 
-from . import prompts
-from .base import JUDGE_TYPES, Completion, Judge, JudgeItem
+from .base import JUDGE_TYPES, Completion, Judge, JudgeItem, StopRequests
 from .requests import request_params
 
 
@@ -34,6 +33,10 @@ class JudgeCallError(RuntimeError):
 
 class MalformedAnswer(ValueError):
     """A 200 response without a usable answer (cut-off JSON, no choices, no content)."""
+
+
+class _Stopped(Exception):
+    """An item not sent (or not retried) because judging was told to stop."""
 
 
 @dataclass
@@ -119,14 +122,17 @@ class OpenAIJudge(Judge):
             self._requests += 1
             self.stats["retries"] = self._requests - self._asked
 
-    def _ask(self, client, item: JudgeItem) -> Completion:
-        """One answer; a malformed or empty 200 raises MalformedAnswer (retried by tenacity)."""
+    def _ask(self, client, item: JudgeItem, stop: threading.Event | None = None) -> Completion:
+        """One answer; a malformed or empty 200 raises MalformedAnswer (retried by tenacity).
+        Nothing is sent once ``stop`` is set (judging stopped: see :meth:`complete_many`)."""
         import openai
+
+        if stop is not None and stop.is_set():
+            raise _Stopped()
 
         try:
             resp = client.chat.completions.create(
-                messages=prompts.render(item.question, item.answer_1, item.answer_2, self.prompt),
-                **self.params)
+                messages=self.messages(item), **self.params)
         except openai.APIResponseValidationError as e:
             raise MalformedAnswer(f"response failed validation: {e}") from None
         except ValueError as e:  # a 200 whose JSON body is cut off
@@ -143,7 +149,8 @@ class OpenAIJudge(Judge):
                      "completion_tokens": int(resp.usage.completion_tokens or 0)}
         return Completion(text, usage)
 
-    def call_one(self, client, item: JudgeItem, label: str) -> Completion:
+    def call_one(self, client, item: JudgeItem, label: str,
+                 stop: threading.Event | None = None) -> Completion:
         import openai
 
         c = self.config
@@ -151,10 +158,12 @@ class OpenAIJudge(Judge):
             stop=tenacity.stop_after_attempt(c.max_retries + 1),
             wait=tenacity.wait_random_exponential(multiplier=c.backoff_base, max=c.backoff_max),
             retry=tenacity.retry_if_exception_type(MalformedAnswer), reraise=True)
+        if stop is not None and stop.is_set():
+            raise _Stopped()
         with self._lock:
             self._asked += 1
         try:
-            out = retrying(self._ask, client, item)
+            out = retrying(self._ask, client, item, stop)
         except openai.APIStatusError as e:
             if e.status_code < 500 and e.status_code not in (408, 409, 429):
                 raise JudgeCallError(self._client_error(e, label)) from None
@@ -191,15 +200,49 @@ class OpenAIJudge(Judge):
 
     def complete_many(self, items: list[JudgeItem],
                       on_done: Callable[[int, Completion], None]) -> None:
+        """``concurrency`` requests at a time. Each worker thread hands its answer to
+        ``on_done`` (one at a time, under a lock) before it takes its next item, so when
+        ``on_done`` raises StopRequests (an answer could not be stored) no request is sent
+        after it: the queued items are cancelled, an item not yet sent is dropped, and only
+        the requests already in flight are still answered and handed over. Ctrl-C or an
+        unexpected error stops the queue the same way."""
         client = self._client()  # counters and lock live for the judge: retries add up over batches
-        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
-            futs = {pool.submit(self.call_one, client, it, it.meta.get("label", str(i))): i
-                    for i, it in enumerate(items)}
-            error = None
-            for f in as_completed(futs):
+        stop = threading.Event()
+        deliver = threading.Lock()
+        futs: dict = {}
+        stopped: list[StopRequests] = []
+
+        def halt() -> None:
+            stop.set()
+            for g in list(futs):
+                g.cancel()
+
+        def one(i: int, it: JudgeItem) -> None:
+            out = self.call_one(client, it, it.meta.get("label", str(i)), stop)
+            with deliver:
                 try:
-                    on_done(futs[f], f.result())
-                except JudgeCallError as e:
-                    error = error or e
-            if error:
-                raise error
+                    on_done(i, out)
+                except StopRequests as e:
+                    stopped.append(e)
+                    halt()
+
+        error = None
+        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
+            try:
+                with deliver:
+                    for i, it in enumerate(items):
+                        futs[pool.submit(one, i, it)] = i
+                for f in as_completed(futs):
+                    try:
+                        f.result()
+                    except (CancelledError, _Stopped):
+                        continue
+                    except JudgeCallError as e:
+                        error = error or e
+            except BaseException:
+                halt()  # Ctrl-C, an unexpected error: the queue is not sent on shutdown
+                raise
+        if stopped:
+            raise stopped[0]
+        if error:
+            raise error

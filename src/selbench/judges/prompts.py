@@ -6,9 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from ..config import ConfigError
+from ..config import ConfigError, read_yaml
 
 PROMPT_VERSION = "vicuna-pairwise-v1"
 
@@ -59,7 +57,7 @@ def load_prompt(path: str | None, relative_to: str | None = None) -> JudgePrompt
         p = Path(relative_to).parent / p
     if not p.is_file():
         raise ConfigError(f"prompt_file {path!r} not found (relative to {relative_to or 'the current folder'})")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data = read_yaml(p, "judge prompt") or {}  # bounded: an alias bomb is refused
     if not isinstance(data, dict) or not isinstance(data.get("template"), str):
         raise ConfigError(f"{p}: expected a mapping with a 'template' string")
     missing = [f for f in FIELDS if f not in data["template"]]

@@ -2,12 +2,13 @@
 rest, parse, and reduce to W/T/L per eval set and pooled."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
-from ..runs import DamagedStage
-from .base import Completion, CompletionCache, Judge, JudgeItem, item_key
+from ..runs import DamagedStage, DiskFull, is_disk_full
+from .base import Completion, CompletionCache, Judge, JudgeItem, StopRequests, item_key
 from .pairwise import pairwise_outcome, summarize_rows
 from .parse import parse_scores
 
@@ -105,10 +106,16 @@ def _judge_secret(judge: Judge) -> list[str]:
 def judge_items(judge: Judge, recs: list[dict], cache: CompletionCache, progress: bool = True) -> dict:
     """Fill the cache for every record; identical requests (same key) are sent once.
 
-    A completion that cannot be stored is kept in memory and retried after the batch; if
-    it still fails, the error names the item and the cache file. An exception from the
-    backend is re-raised with every secret value scrubbed from its message."""
-    from tqdm.auto import tqdm
+    Nothing answered is paid for twice. Each completion is appended to the cache as it
+    arrives. When an append fails (a full disk), ``on_done`` raises :class:`StopRequests` so
+    the backend sends no new request; answers already on their way are kept in memory. Once
+    the backend has stopped, every unstored answer is written again: if that works (the
+    failure was transient) judging goes on with the rest; if not, they are saved to a rescue
+    file that the cache reads back on the next run (:meth:`CompletionCache.save_rescue`), and
+    the error names the cache file, the rescue file and what to do. An exception from the
+    backend is re-raised with every secret value scrubbed from its message (what was
+    answered before it is stored or rescued first)."""
+    from tqdm.auto import tqdm  # lazy: heavy
 
     todo: list[dict] = []
     seen: set[str] = set()
@@ -118,31 +125,52 @@ def judge_items(judge: Judge, recs: list[dict], cache: CompletionCache, progress
             seen.add(r["key"])
             todo.append(r)
     bar = tqdm(total=len(todo), desc=f"judge {judge.name}", unit="item", disable=not progress or not todo)
-    unsaved: list[tuple[dict, Completion, Exception]] = []
+    unsaved: list[tuple[dict, Completion]] = []  # answered, not (yet) in the cache
+    answered: set[str] = set()
+    state: dict = {"round": [], "failed": None}  # this round's records; the first failed put
 
     def meta_of(r: dict) -> dict:
         return {"label": r["item"].meta["label"], "judge": judge.name}
 
     def done(i: int, comp: Completion) -> None:
-        r = todo[i]
-        try:
-            cache.put(r["key"], comp, meta_of(r))
-        except Exception as e:  # noqa: BLE001 - paid for: keep it and retry after the batch
-            unsaved.append((r, comp, e))
+        r = state["round"][i]
+        if r["key"] in answered:
+            return
+        answered.add(r["key"])
         bar.update(1)
+        if state["failed"] is None:
+            try:
+                cache.put(r["key"], comp, meta_of(r))
+                return
+            except Exception as e:  # noqa: BLE001 - paid for: keep it, send nothing new
+                state["failed"] = e
+                unsaved.append((r, comp))
+                raise StopRequests(f"the judge cache {cache.path} could not store an answer") from None
+        unsaved.append((r, comp))  # arrived after the stop: kept
 
     try:
-        if todo:
-            judge.complete_many([r["item"] for r in todo], done)
-    except Exception as e:  # noqa: BLE001
-        _flush_unsaved(unsaved, cache, meta_of)
-        msg = scrub_secrets(str(e), _judge_secret(judge))
-        if msg != str(e):
-            raise type(e)(msg) if _rebuildable(e) else RuntimeError(msg) from None
-        raise
+        while True:
+            state["round"] = [r for r in todo if r["key"] not in answered]
+            if not state["round"]:
+                break
+            try:
+                judge.complete_many([r["item"] for r in state["round"]], done)
+            except StopRequests:
+                pass
+            except BaseException as e:
+                _keep(unsaved, cache, meta_of, state["failed"], raise_=False)
+                if not isinstance(e, Exception):
+                    raise
+                msg = scrub_secrets(str(e), _judge_secret(judge))
+                if msg != str(e):
+                    raise type(e)(msg) if _rebuildable(e) else RuntimeError(msg) from None
+                raise
+            if state["failed"] is None:
+                break  # everything the backend answered is stored
+            _keep(unsaved, cache, meta_of, state["failed"])  # raises unless all are stored now
+            state["failed"] = None  # the write failure was transient: judge the rest
     finally:
         bar.close()
-    _flush_unsaved(unsaved, cache, meta_of)
     return {"cached": len(recs) - len(todo), "new": len(todo)}
 
 
@@ -154,22 +182,54 @@ def _rebuildable(e: Exception) -> bool:
         return False
 
 
-def _flush_unsaved(unsaved: list, cache: CompletionCache, meta_of) -> None:
-    failed = []
-    for r, comp, first in unsaved:
+def _keep(unsaved: list, cache: CompletionCache, meta_of, first: Exception | None,
+          raise_: bool = True) -> None:
+    """Store every answered-but-unstored completion: appended to the cache while that works,
+    the rest saved to a rescue file. Unless everything reached the cache, raise (``raise_``)
+    an error naming the cache file, where the rest went and what to do."""
+    pending, unstorable, err = [], [], None
+    for r, comp in unsaved:
+        entry = {"key": r["key"], "text": comp.text, "usage": comp.usage, **meta_of(r)}
+        if err is None:
+            try:
+                cache.put(r["key"], comp, meta_of(r))
+                continue
+            except OSError as e:
+                err = e
+            except Exception as e:  # noqa: BLE001 - e.g. a usage value that is not JSON
+                unstorable.append((r, e))
+                continue
         try:
-            cache.put(r["key"], comp, meta_of(r))
+            json.dumps(entry, ensure_ascii=True)
         except Exception as e:  # noqa: BLE001
-            failed.append((r, e))
+            unstorable.append((r, e))
+            continue
+        pending.append(entry)
     unsaved.clear()
-    if failed:
-        r, e = failed[0]
-        label = r["item"].meta["label"]
-        if isinstance(e, OSError):
-            raise OSError(e.errno, f"{len(failed)} judged item(s) could not be stored in "
-                                   f"{cache.path} (first: {label}): {e.strerror or e}") from None
-        raise RuntimeError(f"{len(failed)} judged item(s) could not be stored in {cache.path} "
-                           f"(first: {label}): {type(e).__name__}: {e}") from None
+    rescue = cache.save_rescue(pending) if pending else None
+    if not raise_ or not (pending or unstorable):
+        return
+    if pending:
+        err = err if err is not None else first
+        full = err is None or is_disk_full(err)
+        code = getattr(err, "errno", None)
+        what = (f"no space left on device while appending to the judge cache {cache.path}" if full
+                else f"cannot append to the judge cache {cache.path} "
+                     f"({os.strerror(code) if code else err})")
+        kept = (f"{len(pending)} answered completion(s) that could not be stored were saved to "
+                f"{rescue}, which the next run reads back" if rescue else
+                f"{len(pending)} answered completion(s) could not be stored, not even in a "
+                f"rescue file (tried {', '.join(map(str, cache.rescue_dirs()))}): they will be "
+                f"asked again")
+        text = (f"{what}: stopped sending requests at the first "
+                f"answer that could not be stored; {kept}; free space and rerun the same command "
+                f"(every stored answer is kept and never paid for again)")
+        if full:
+            raise DiskFull(errno.ENOSPC, text) from None
+        raise OSError(code or errno.EIO, text) from None
+    r, e = unstorable[0]
+    raise RuntimeError(f"{len(unstorable)} judged item(s) could not be stored in {cache.path} "
+                       f"(first: {r['item'].meta['label']}): {type(e).__name__}: {e}") from None
 
 
 def score_rows(rows: list[dict]) -> list[dict]:

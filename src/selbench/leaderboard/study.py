@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from ..config import ConfigError, read_yaml
 from ..estimates import forward_flops, model_params, profile_flops
 from ..judges.prompts import PROMPT_VERSION
 from ..runs import GENERATE, REFNLL, SELECT, TRAIN, RunDir, judge_results, train_key_of
@@ -79,8 +79,10 @@ def _profile_tokens(root: Path, proxy: str | None, n: int | None) -> float | Non
 def proxy_flops(root: Path, select_dir: Path, n: int | None) -> float | None:
     """Estimated proxy FLOPs of one selection (None for selectors without a proxy)."""
     try:
-        cfg = yaml.safe_load((select_dir / "config.yaml").read_text()) or {}
-    except OSError:
+        cfg = read_yaml(select_dir / "config.yaml", "stage config") or {}
+    except (OSError, ConfigError):
+        return None
+    if not isinstance(cfg, dict):
         return None
     prof = cfg.get("profile") if isinstance(cfg.get("profile"), dict) else None
     proxy = (prof or {}).get("proxy") or cfg.get("proxy")
