@@ -55,6 +55,13 @@ class DataConfig:
     sinstruct) or a .jsonl file of your own (a prompt field per row; see the README)."""
     eval_limit: int | None = None
     """First N prompts of each eval set (None = all)."""
+    reference_sets: list[str] | None = None
+    """Eval sets scored by the reference-answer NLL stage (each cut to eval_limit); None =
+    the eval sets plus koala (every set with reference answers)."""
+    corrupt: dict[str, Any] = field(default_factory=dict)
+    """Planted corruption of the loaded pool (after the sample): {fraction, kinds, seed}
+    (see `bench corrupt`); {} = none. The corruption record travels with the pool, so the
+    oracle-clean / oracle-corrupt controls and the corruption track can read it."""
 
 
 @dataclass

@@ -65,6 +65,7 @@ class Pool:
     skipped: dict[str, int] = field(default_factory=dict)
     note: str = ""  # provenance / bias of a known pool (e.g. partial), shown in results
     sampled_from: int | None = None  # usable rows the seeded sample was drawn from
+    corruption: dict | None = None  # the record of planted corruption (data.corrupt), if any
 
     def describe(self) -> str:
         """Where the rows come from and what was skipped, in the file, said as such."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import RunConfig, from_dict
+from .corrupt import apply_corruption
 from .data import DataNotFound, PoolError, _read_records, content_id, load_pool
 
 
@@ -29,8 +30,9 @@ def _load_recorded(data: dict, source: str | None):
     err: Exception | None = None
     for what in dict.fromkeys(t for t in tries if t):
         try:
-            return load_pool(what, data.get("data_dir"), data.get("pool_size"),
+            pool = load_pool(what, data.get("data_dir"), data.get("pool_size"),
                              int(data.get("sample_seed") or 0), data.get("columns") or {})
+            return apply_corruption(pool, data["corrupt"]) if data.get("corrupt") else pool
         except (DataNotFound, PoolError, OSError, ValueError) as e:
             err = e
     raise err or ExportError("no pool recorded")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig, resolved_train, stable_hash, to_dict
+from ..corrupt import apply_corruption
 from ..data import DataNotFound, Pool, eval_set_name, load_eval_set, load_pool
 from ..runs import StageKey, stage_key
 from .generate import generate_cache_config
@@ -72,11 +73,14 @@ def load_run_data(cfg: RunConfig) -> RunData:
     """Load the pool and eval sets of ``cfg`` (errors name the file, row and field)."""
     d = cfg.data
     pool = load_pool(d.pool, d.data_dir, d.pool_size, d.sample_seed, d.columns)
+    if d.corrupt:
+        pool = apply_corruption(pool, d.corrupt)
     evals = {eval_set_name(es): load_eval_set(es, d.data_dir, d.eval_limit) for es in d.eval_sets}
     if len(evals) != len(d.eval_sets):
         raise ConfigError(f"data.eval_sets {d.eval_sets}: two sets share a name")
     refs = {}
-    for es in dict.fromkeys([*evals, *REF_SETS]):
+    ref_sets = d.reference_sets if d.reference_sets is not None else [*evals, *REF_SETS]
+    for es in dict.fromkeys(ref_sets):
         try:
             items = evals[es] if es in evals else load_eval_set(es, d.data_dir, d.eval_limit)
         except DataNotFound:
