@@ -16,6 +16,8 @@ Per prompt the pairwise outcome is ``v in {+1 (win), 0 (tie), -1 (lose)}`` and
   (t interval over seeds), else the bootstrap CI of the single run.
 - :func:`cohen_kappa`, :func:`judge_agreement`: two judges on the same prompts.
 - :func:`length_bias`: among decided prompts, the share where the longer answer won.
+- :func:`judge_noise_variance`, :func:`without_judge_noise`, :func:`judge_noise_mde`: the
+  judge's own noise (the same answers judged twice) and how much of the MDE it makes.
 """
 from __future__ import annotations
 
