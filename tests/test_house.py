@@ -206,3 +206,19 @@ def test_export_reads_what_the_select_stage_recorded():
     rec = data.pool_record(RunConfig())
     assert rec["skipped"] == {"duplicate": 3, "empty_output": 28} and rec["data"]["pool"] == "alpaca"
     assert rec["fingerprint"] == data.pool.fingerprint() and json.dumps(rec)
+
+
+def test_reference_max_length_is_in_the_reference_nll_key(data_dir, tmp_path):
+    """A shorter reference cut scores fewer tokens: a different result, so a different key."""
+    from selbench.benchmark.stages import Stages, load_run_data
+    from selbench.config import build_config
+
+    def key(**over):
+        cfg = build_config([str(REPO / "configs" / "default.yaml")],
+                           {"data.data_dir": str(data_dir), "runs_dir": str(tmp_path), **over})
+        st = Stages(cfg, load_run_data(cfg), "cpu")
+        return st.refnll_key(st.train_key("full", None)).key
+
+    default = key()
+    assert key(**{"data.reference_max_length": 1024}) == default  # the old default keeps old caches
+    assert key(**{"data.reference_max_length": 384}) != default

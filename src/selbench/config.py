@@ -58,6 +58,9 @@ class DataConfig:
     reference_sets: list[str] | None = None
     """Eval sets scored by the reference-answer NLL stage (each cut to eval_limit); None =
     the eval sets plus koala (every set with reference answers)."""
+    reference_max_length: int = 1024
+    """Reference NLL: prompt + reference answer + EOS right-truncated to this many tokens
+    (the NLL is the mean over the reference tokens that remain)."""
     corrupt: dict[str, Any] = field(default_factory=dict)
     """Planted corruption of the loaded pool (after the sample): {fraction, kinds, seed}
     (see `bench corrupt`); {} = none. The corruption record travels with the pool, so the

@@ -30,7 +30,7 @@ from .generate import (eval_prompts, generate_cache_config, generate_hf, generat
                        read_answers, require_vllm, write_answers)
 from .plan import PlanError, Problem, make_plan
 from .refnll import score_references, summarize as summarize_nll
-from .stages import REFNLL_MAX_LENGTH, RunData, Stages, load_run_data, train_processes
+from .stages import RunData, Stages, load_run_data, train_processes
 from .train import load_trained, train_model
 
 
@@ -190,22 +190,23 @@ class Pipeline:
         template = self.keys.template()
         key = self.keys.refnll_key(train_key)
         items = self.data.references
+        max_len = cfg.data.reference_max_length
 
         def build(tmp: Path) -> None:
             tok = load_tokenizer(cfg.model, padding_side="right")
             model = load_trained(cfg.model, self.rd.path(train_key), cfg.train.method, self.device)
-            rows = score_references(model, tok, items, template, REFNLL_MAX_LENGTH)
+            rows = score_references(model, tok, items, template, max_len)
             with (tmp / "per_prompt.jsonl").open("w") as f:
                 for r in rows:
                     f.write(json.dumps(r) + "\n")
             res = {"train_key": train_key.key, "template": template,
-                   "max_length": REFNLL_MAX_LENGTH, "summary": summarize_nll(rows)}
+                   "max_length": max_len, "summary": summarize_nll(rows)}
             (tmp / "result.json").write_text(json.dumps(res, indent=2))
             p = res["summary"].get("pooled", {})
             self.log(f"[refnll] {train_key.name}: reference NLL {p.get('nll', float('nan')):.4f} "
                      f"over {p.get('tokens', 0)} tokens")
 
-        folder = self.rd.cached(key, build, {"template": template, "max_length": REFNLL_MAX_LENGTH,
+        folder = self.rd.cached(key, build, {"template": template, "max_length": max_len,
                                              "train": train_key.key}, log=self.stage_log)
         self.record_stage(key, folder)
         return json.loads((folder / "result.json").read_text())

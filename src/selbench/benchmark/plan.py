@@ -33,7 +33,7 @@ from ..selectors import build_selector
 from ..selectors.base import budget, models_used
 from .needs import (Problem, Problems, accelerate_config, check_device, check_launch, check_memory,
                     check_model, check_train_extra)
-from .stages import REFNLL_MAX_LENGTH, RunData, Stages, load_run_data, train_processes
+from .stages import RunData, Stages, load_run_data, train_processes
 
 __all__ = ["Plan", "PlanError", "Problem", "StagePlan", "make_plan", "render_plan"]
 
@@ -222,7 +222,7 @@ def _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev, plan: 
                          "lower generate.batch_size")
     if n_refs and P:
         est["refnll"] = {"prompts_per_model": n_refs, "seconds_per_model": seconds_for(
-            forward_flops(P, n_refs, min(REFNLL_MAX_LENGTH, 450)), dev, "forward")}
+            forward_flops(P, n_refs, min(cfg.data.reference_max_length, 450)), dev, "forward")}
     if selector is not None and n:
         cost = selector.estimate(n, tokens, cfg.seed)
         if cost:

@@ -145,7 +145,7 @@ class Stages:
     def refnll_key(self, train_key: StageKey) -> StageKey:
         sets = {k: [it["id"] for it in v] for k, v in self.data.references.items()}
         return stage_key("refnll", train_key.key,
-                         {"template": self.template(), "max_length": REFNLL_MAX_LENGTH,
+                         {"template": self.template(), "max_length": self.cfg.data.reference_max_length,
                           "version": REFNLL_VERSION}, sets, train_key.digest)
 
     @staticmethod
