@@ -14,7 +14,6 @@ truncated CSV, a list-shaped result.json, a bad scores.npy) is skipped and named
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,11 @@ import pandas as pd
 
 from ..data import load_pool, resolve_data_dir
 from ..judges.prompts import PROMPT_VERSION
-from ..runs import (DONE, SELECT, TRAIN, RunDir, judge_results, package_versions, train_key_of,
+from ..runs import (DONE, SELECT, TRAIN, RunDir, package_versions, train_key_of,
                     verify_folder)
 from ..selectors.published import ALPACA_FILE, ENTRIES, INDEX_FILE, published_ids
+from .controlled import add_controlled, has_controlled
+from .lengthctl import answer_features
 from .stats import words
 from .study import answers_of, collect_study
 
@@ -34,20 +35,7 @@ DEFAULT_PUBLISHED = ["cherry-ifd-5pct", "alpagasus-claude-t45", "long-is-more-1k
                      "dq-k5-5k", "superfiltering-fork-10pct"]
 FILES = {"results": "results.csv", "prompts": "prompts.csv", "refnll": "refnll.csv",
          "subsets": "subsets.jsonl", "lengths": "lengths.csv", "score_hist": "score_hist.csv",
-         "losses": "losses.csv", "shared": "shared.csv"}
-HEADER_RE = re.compile(r"^#{1,6}\s", re.M)
-LIST_RE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s", re.M)
-BOLD_RE = re.compile(r"\*\*[^*\n]+\*\*|__[^_\n]+__")
-
-
-def style_features(text: str) -> dict[str, int]:
-    """Length and markdown style of an answer (the covariates of style control): words,
-    markdown headers, list items and bold spans."""
-    t = text or ""
-    return {"words": words(t), "headers": len(HEADER_RE.findall(t)),
-            "list_items": len(LIST_RE.findall(t)), "bold": len(BOLD_RE.findall(t))}
-
-
+         "losses": "losses.csv", "shared": "shared.csv", "judge_style": "judge_style.csv"}
 @dataclass
 class StudyData:
     results: pd.DataFrame
@@ -58,6 +46,8 @@ class StudyData:
     score_hist: pd.DataFrame = field(default_factory=pd.DataFrame)
     losses: pd.DataFrame = field(default_factory=pd.DataFrame)
     shared: pd.DataFrame = field(default_factory=pd.DataFrame)
+    judge_style: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per judge: its fitted length / style preferences (:func:`.controlled.add_controlled`)."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ files
@@ -93,7 +83,11 @@ class StudyData:
                 except pd.errors.EmptyDataError:
                     frames[name] = pd.DataFrame()
         meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
-        return cls(meta=meta, **frames)
+        data = cls(meta=meta, **frames)
+        if not has_controlled(data.results) and not data.prompts.empty:
+            # a study saved before the controlled columns existed: fitted from its prompts.csv
+            data.results, data.judge_style = add_controlled(data.results, data.prompts)
+        return data
 
     # ------------------------------------------------------------------ from runs
     @classmethod
@@ -109,7 +103,8 @@ class StudyData:
         if results.empty:
             return data
         pooled = results[results.eval_set == "pooled"]
-        data.prompts = _prompts(runs_dir, pooled, skipped)
+        data.prompts = prompt_rows(runs_dir, pooled, skipped)
+        data.results, data.judge_style = add_controlled(results, data.prompts)
         data.refnll = _refnll(runs_dir, pooled, skipped)
         data.subsets, data.shared, pools = _subsets(runs_dir, pooled, skipped)
         data.score_hist = _score_hist(runs_dir, pooled, skipped)
@@ -151,7 +146,9 @@ def _intact(folder: Path, skipped: list[str], what: str) -> bool:
     return True
 
 
-def _prompts(runs_dir: Path, pooled: pd.DataFrame, skipped: list[str]) -> pd.DataFrame:
+def prompt_rows(runs_dir: Path, pooled: pd.DataFrame, skipped: list[str]) -> pd.DataFrame:
+    """One row per judged prompt of every result in ``pooled``: its outcome and the style
+    covariates of both answers (the input of length / style control)."""
     rows = []
     answers: dict = {}
     for r in pooled.drop_duplicates(subset=["result_dir"]).itertuples():
@@ -164,8 +161,10 @@ def _prompts(runs_dir: Path, pooled: pd.DataFrame, skipped: list[str]) -> pd.Dat
         a, b = answers[(root, r.model_a)], answers[(root, r.model_b)]
         for j in _jsonl(runs_dir / r.result_dir / "judgments.jsonl", skipped, "judgments"):
             es, pid = j.get("eval_set"), str(j.get("id"))
-            fa = style_features(a.get(es, {}).get(pid, ""))
-            fb = style_features(b.get(es, {}).get(pid, ""))
+            # the covariates of length / style control (lengthctl.answer_features):
+            # len (words), header, list, bold of each answer
+            fa = answer_features(a.get(es, {}).get(pid, ""))
+            fb = answer_features(b.get(es, {}).get(pid, ""))
             rows.append({"result_dir": r.result_dir, "judge": r.judge, "judge_kind": r.judge_kind,
                          "experiment": r.experiment, "setting_fp": r.setting_fp,
                          "selector": r.selector, "selector_fp": r.selector_fp, "regime": r.regime,

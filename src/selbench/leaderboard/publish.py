@@ -246,6 +246,7 @@ def render_readme(data: StudyData, figs: dict) -> str:
         "## Paired comparisons (same setting and ratio, same full-data model)\n\n"
         + report.paired_section(data),
         "## Answer length, length bias and selected-response length\n\n" + report.length_section(data),
+        "## Length- and style-controlled PWS\n\n" + report.controlled_section(data),
         "## Judges: agreement and position consistency\n\n" + report.agreement_section(data)
         + "\n" + report.consistency_section(data),
         "## Reference-answer NLL (judge-free, its own column)\n\n" + report.refnll_section(data),

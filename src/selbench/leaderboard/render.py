@@ -27,6 +27,8 @@ from tabulate import tabulate
 
 from ..estimates import model_params
 from .aggregate import collect
+from .controlled import add_controlled
+from .data import prompt_rows
 from .study import collect_study
 
 CELL_KEYS = ["selector", "selector_fp", "regime", "pool", "model", "ratio", "setting_fp"]
@@ -184,12 +186,35 @@ def judge_groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
+CONTROLLED = (("lc_pws", "length-controlled PWS (LC-PWS: the score predicted at equal answer "
+                "length)"),
+              ("sc_pws", "style-controlled PWS (equal length, headers, list items and bold)"))
+
+
+def controlled_cells(g: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Cells of ``column`` (lc_pws / sc_pws) in place of PWS, over the judges the PWS table
+    names: a result without the controlled value (no per-prompt judgments) counts as a
+    missing judge, so its cell is marked exactly as a PWS cell would be."""
+    have = g[g[column].notna()] if column in g else g.iloc[:0]
+    if have.empty:
+        return pd.DataFrame()
+    return cells(have.assign(pws=have[column]), judges=sorted(set(g.judge)))
+
+
 def table1_paper(df: pd.DataFrame, eval_set: str = "pooled") -> str:
-    """Table 1 for every judge group: PWS per cell (see the module docstring)."""
+    """Table 1 for every judge group: PWS per cell (see the module docstring), then the same
+    table of length- and style-controlled PWS (:mod:`.controlled`) where they were fitted."""
     sub = df[df.eval_set == eval_set]
     if sub.empty:
         return f"_no results for eval set {eval_set}_\n"
-    return "\n".join(_block(title, *pivot(cells(g))) for title, g in judge_groups(sub))
+    out = []
+    for title, g in judge_groups(sub):
+        out.append(_block(title, *pivot(cells(g))))
+        for col, what in CONTROLLED:
+            c = controlled_cells(g, col)
+            if not c.empty:
+                out.append(_block(f"{title}: {what}", *pivot(c)))
+    return "\n".join(out)
 
 
 def table1(df: pd.DataFrame) -> str:
@@ -197,19 +222,29 @@ def table1(df: pd.DataFrame) -> str:
     if llm.empty:
         return "_no finished runs judged by an LLM_\n"
     table, notes = pivot(cells(llm))
+    extra = ""
+    for col, what in CONTROLLED:
+        c = controlled_cells(llm, col)
+        if not c.empty:
+            extra += "\n" + _block(f"Table 1, {what}", *pivot(c))
     notes.insert(0, f"PWS pooled over eval sets vs the full-data model of the same setting (LLM "
                     f"judges: {', '.join(sorted(set(llm.judge)))}; a cell's value is the mean "
                     f"over them, per seed; several seeds: mean ± sd (n)). Unparsed prompts are "
                     f"left out (see PWS-compat below).")
-    return table + "\n\n" + "".join(f"- {n}\n" for n in notes) + _notes(llm)
+    return table + "\n\n" + "".join(f"- {n}\n" for n in notes) + _notes(llm) + extra
 
 
 def table_offline(df: pd.DataFrame) -> str:
     pooled = df[(df.eval_set == "pooled") & (df.judge_kind == "offline")]
     if pooled.empty:
         return ""
-    out = [_block(f"{judge} (offline, not an LLM)", *pivot(cells(sub)))
-           for judge, sub in pooled.groupby("judge")]
+    out = []
+    for judge, sub in pooled.groupby("judge"):
+        out.append(_block(f"{judge} (offline, not an LLM)", *pivot(cells(sub))))
+        for col, what in CONTROLLED:
+            c = controlled_cells(sub, col)
+            if not c.empty:
+                out.append(_block(f"{judge} (offline, not an LLM): {what}", *pivot(c)))
     return ("## Judge-free and non-LLM metrics (never mixed into Table 1)\n\n"
             + "\n".join(out) + _notes(pooled))
 
@@ -263,12 +298,25 @@ def details(df: pd.DataFrame) -> str:
         body.append([r.selector, r.regime, r.pool, r.model, f"{r.ratio:.0%}", r.seed, r.eval_set,
                      judge, f"{r.win}/{r.tie}/{r.lose}", r.unparsed, _fmt(r.pws),
                      _fmt(r.pws_compat), f"[{_fmt(r.ci95_lo, 2)}, {_fmt(r.ci95_hi, 2)}]",
+                     *_controlled_text(r),
                      _fmt(r.position_consistency, 2), _fmt(r.selection_seconds, 1),
                      _tag(str(r.setting_fp))])
     return tabulate(body, headers=["selector", "regime", "pool", "model", "ratio", "seed",
                                    "eval set", "judge", "W/T/L", "unparsed", "PWS",
-                                   "PWS-compat", "95% CI", "pos. consist.", "selection s",
+                                   "PWS-compat", "95% CI", "LC-PWS [95% CI]",
+                                   "style-PWS [95% CI]", "pos. consist.", "selection s",
                                    "setting"], tablefmt="github", disable_numparse=True)
+
+
+def _controlled_text(r) -> list[str]:
+    out = []
+    for pre in ("lc", "sc"):
+        v = getattr(r, f"{pre}_pws", None)
+        if v is None or pd.isna(v):
+            out.append("")
+        else:
+            out.append(f"{_fmt(v)} [{_fmt(getattr(r, f'{pre}_lo'), 2)}, {_fmt(getattr(r, f'{pre}_hi'), 2)}]")
+    return out
 
 
 def warnings_section(df: pd.DataFrame) -> str:
@@ -290,13 +338,26 @@ def warnings_section(df: pd.DataFrame) -> str:
 
 LEGEND = ("PWS = 1 + (W - L) / (W + T + L). **PWS** leaves prompts with an unparsed judge "
           "completion out (counted in `unparsed`); **PWS-compat** is the Cherry/Superfiltering "
-          "rule, where an unparsed order counts as a tie.\n")
+          "rule, where an unparsed order counts as a tie. **LC-PWS** / **style-PWS**: the PWS "
+          "predicted if the subset model's answers had the full-data model's length (and "
+          "markdown style), from one logistic fit per judge over all its comparisons "
+          "(selbench.leaderboard.lengthctl); blank where no per-prompt judgments exist.\n")
 
 
 def render(df: pd.DataFrame) -> str:
     return ("# selbench leaderboard\n\n" + table1(df) + "\n" + table_offline(df)
             + warnings_section(df)
             + "\n## All results\n\n" + LEGEND + "\n" + details(df) + "\n")
+
+
+def with_controlled(runs_dir: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the LC-PWS / style-PWS columns, fitted from the judgments and answers of
+    its results (:func:`.controlled.add_controlled`)."""
+    if df.empty or "result_dir" not in df:
+        return df
+    pooled = df[df.eval_set == "pooled"]
+    prompts = prompt_rows(Path(runs_dir).resolve(), pooled, [])
+    return add_controlled(df, prompts)[0]
 
 
 def write_leaderboard(runs_dir: Path) -> tuple[Path, Path]:
@@ -306,6 +367,10 @@ def write_leaderboard(runs_dir: Path) -> tuple[Path, Path]:
     except Exception as e:  # noqa: BLE001 - never lose the leaderboard over an extra column
         print(f"[warn]   study columns left out of the leaderboard: {type(e).__name__}: {e}")
         df = collect(runs_dir)
+    try:  # length- and style-controlled PWS next to every PWS
+        df = with_controlled(runs_dir, df)
+    except Exception as e:  # noqa: BLE001
+        print(f"[warn]   LC-PWS / style-PWS left out of the leaderboard: {type(e).__name__}: {e}")
     runs_dir.mkdir(parents=True, exist_ok=True)
     csv, md = runs_dir / "leaderboard.csv", runs_dir / "leaderboard.md"
     df.to_csv(csv, index=False)

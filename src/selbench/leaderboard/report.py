@@ -20,6 +20,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from ..estimates import fmt_flops
+from .controlled import has_controlled, judge_preferences_md
 from .data import StudyData
 from .render import _fmt, _tag, judge_groups
 from .stats import PRIOR, VAL, Variance, cell_bootstrap, estimate_variance, judge_agreement, mde
@@ -322,6 +323,15 @@ def summary(data: StudyData) -> str:
                          "outcome.")
         parts.append(f"All other {len(comps) - len(real)} of {len(comps)} selector comparisons "
                      f"are not distinguishable from noise.")
+    js = data.judge_style
+    if js is not None and not js.empty and "lc_length_coef" in js:
+        for x in js.itertuples():
+            if nan_safe(x.lc_length_coef) and nan_safe(x.lc_length_lo):
+                sure = x.lc_length_lo > 0 or x.lc_length_hi < 0
+                parts.append(f"Judge {x.judge}: fitted length slope {x.lc_length_coef:+.2f} "
+                             f"[{x.lc_length_lo:+.2f}, {x.lc_length_hi:+.2f}]"
+                             + (" (a length preference: compare PWS with LC-PWS below)." if sure
+                                else " (no length preference detected)."))
     return " ".join(parts) + "\n"
 
 
@@ -386,6 +396,36 @@ def length_section(data: StudyData) -> str:
             "longer answer won: 0.5 is no length preference.\n\n"
             + _md(body, ["judge", "selector", "regime", "ratio", "seed", "words A", "words B (full)",
                          "longer won", "decided", "setting"]) + ("\n" + tot if tot else "") + sel)
+
+
+def controlled_section(data: StudyData) -> str:
+    """LC-PWS and style-PWS next to PWS for every result (per eval set and pooled), the three
+    CIs from the same prompt resamples, and each judge's fitted preferences."""
+    r = data.results
+    if not has_controlled(r):
+        return ("_no per-prompt judgments to fit (length / style control needs each prompt's "
+                "outcome and both answers)_\n")
+    sets = [s for s in dict.fromkeys(r.eval_set) if s != "pooled"]
+    order = {s: i for i, s in enumerate(["pooled", *sets])}
+    rows = r[r.lc_pws.notna()].assign(_o=r.eval_set.map(order)).sort_values(
+        ["judge", "setting_fp", "regime", "ratio", "selector", "seed", "_o"])
+    body = [[x.judge, x.selector, x.regime, f"{x.ratio:.0%}", x.seed, x.eval_set,
+             f"{_fmt(x.pws)} [{_fmt(x.boot_pws_lo, 2)}, {_fmt(x.boot_pws_hi, 2)}]",
+             f"{_fmt(x.lc_pws)} [{_fmt(x.lc_lo, 2)}, {_fmt(x.lc_hi, 2)}]",
+             f"{_fmt(x.sc_pws)} [{_fmt(x.sc_lo, 2)}, {_fmt(x.sc_hi, 2)}]",
+             _fmt(getattr(x, "len_a", None), 1), _fmt(getattr(x, "len_b", None), 1),
+             _tag(str(x.setting_fp))] for x in rows.itertuples()]
+    return ("What each subset model would score against the full-data model if its answers had "
+            "the full-data model's length (LC-PWS, alpaca_eval's length-controlled GLM adapted to "
+            "W/T/L from both orders) and also its markdown style (style-PWS, Arena-Hard-Auto's "
+            "covariates). One fit per judge over all its comparisons; each comparison and eval set "
+            "keeps its own intercept. CIs: 95% percentile over 1,000 prompt resamples, refitted; "
+            "the PWS CI here is from the same resamples. A PWS gap that shrinks under LC-PWS was "
+            "partly a length gap. Method and every departure from the released code: "
+            "`selbench.leaderboard.lengthctl`.\n\n"
+            + _md(body, ["judge", "selector", "regime", "ratio", "seed", "eval set", "PWS [CI]",
+                         "LC-PWS [CI]", "style-PWS [CI]", "words A", "words B (full)", "setting"])
+            + "\n" + judge_preferences_md(data.judge_style, _fmt))
 
 
 # --------------------------------------------------------------------------- NLL, cost
