@@ -10,7 +10,8 @@ from selbench.benchmark.grid import load_grid, plan_grid, render_grid_plan, rend
 from selbench.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-GRIDS = sorted(REPO.glob("configs/grid-*.yaml")) + sorted(REPO.glob("configs/paper/grid-*.yaml"))
+GRIDS = (sorted(REPO.glob("configs/grid-*.yaml")) + sorted(REPO.glob("configs/paper/grid-*.yaml"))
+         + [REPO / "configs" / "mini" / "grid.yaml"])
 
 
 def test_there_are_grid_configs():
@@ -41,6 +42,16 @@ def test_every_shipped_grid_expands(path):
         assert all(c.cfg.proxy.model == "gpt2" and c.cfg.experiment == "paper" for c in g.cells)
         assert len(g.cells) == 8 * (3 + 7) * 3  # random x 3 seeds + 7 selectors, 3 ratios
         assert {"longest", "perplexity"} <= {c.selector for c in g.cells}
+    if path.parent.name == "mini":  # the mini study: controls first, one noisy pool
+        sel = [(c.label, c.seed, c.ratio) for c in g.cells]
+        assert sel[:5] == [("oracle-clean", 0, 0.1), ("oracle-corrupt", 0, 0.1), ("random", 0, 0.1),
+                           ("random", 1, 0.1), ("random", 2, 0.1)]
+        assert {c.selector for c in g.cells} == {"oracle-clean", "oracle-corrupt", "random", "longest",
+                                                 "ifd", "perplexity", "gsnr"}
+        d = g.cells[0].cfg.data
+        assert d.corrupt == {"fraction": 0.2, "seed": 0} and d.pool_size == 400
+        assert d.eval_limit == 50 and d.reference_sets == ["wizardlm", "vicuna"]
+        assert d.reference_max_length == 256 and g.cells[0].cfg.experiment == "mini"
     if path.name == "grid-table2.yaml":
         assert {c.selector for c in g.cells} == {"gsnr", "gsnr-drop", "gsnr-reldrop", "gsnr-drop-var"}
 
