@@ -154,3 +154,27 @@ def test_length_bias():
             {"outcome": "tie", "len_a": 3, "len_b": 5},    # not decided
             {"outcome": "win", "len_a": 5, "len_b": 5}]    # same length
     assert length_bias(rows) == {"longer_won": 2 / 3, "n_decided": 3}
+
+
+def test_a_control_that_separates_on_one_metric_only_is_reported_per_metric(monkeypatch):
+    """Reference NLL separates the oracles, the judge does not: the summary and the controls
+    section say both, not a blanket 'has power' or 'no power'."""
+    import pandas as pd
+
+    from selbench.leaderboard import report
+    from selbench.leaderboard.data import StudyData
+
+    def pos(diff, lo, hi):
+        return {"setting_fp": "exp:s", "regime": "lora", "ratio": 0.1, "n": 100, "diff": diff,
+                "ci95": (lo, hi), "separates": lo > 0}
+    ctrl = {"judge J (offline, not an LLM)": {"null": [], "positive": [pos(0.04, -0.1, 0.18)]},
+            "reference NLL (lower is better)": {"null": [], "positive": [pos(0.2, 0.1, 0.3)]}}
+    monkeypatch.setattr(report, "controls", lambda data: ctrl)
+    monkeypatch.setattr(report, "comparisons", lambda data: [])
+    data = StudyData(results=pd.DataFrame())
+    s = report.summary(data)
+    assert "separates on reference NLL (lower is better)" in s
+    assert "**not on judge J (offline, not an LLM)**" in s and "no power at its scale" not in s
+    assert "separates on reference NLL" in report.controls_section(data).splitlines()[0]
+    assert report.power_by_metric(ctrl) == {"judge J (offline, not an LLM)": False,
+                                            "reference NLL (lower is better)": True}

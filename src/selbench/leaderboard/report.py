@@ -148,13 +148,33 @@ def has_power(ctrl: dict) -> bool | None:
     return None if not pos else all(p["separates"] for p in pos)
 
 
+def power_by_metric(ctrl: dict) -> dict[str, bool]:
+    """Metric (judge group or reference NLL) -> whether all its positive controls separate;
+    metrics without a positive control are left out."""
+    return {t: all(p["separates"] for p in g["positive"]) for t, g in ctrl.items() if g["positive"]}
+
+
+def _mixed_power(ctrl: dict) -> str:
+    by = power_by_metric(ctrl)
+    yes = [t for t, v in by.items() if v]
+    no = [t for t, v in by.items() if not v]
+    if not (yes and no):
+        return ""
+    return (f"The positive control separates on {', '.join(yes)} but **not on {', '.join(no)}**: "
+            f"the study has power on the first and none on the second, whose differences cannot "
+            f"be told from noise at this scale.")
+
+
 def controls_section(data: StudyData) -> str:
     ctrl = controls(data)
     if not ctrl:
         return "_no per-prompt results_\n"
     lines = []
     power = has_power(ctrl)
-    if power is False:
+    mixed = _mixed_power(ctrl)
+    if mixed:
+        lines.append(f"> {mixed}\n")
+    elif power is False:
         lines.append("> **This study has no power at its scale: the positive control (oracle-clean "
                      "vs oracle-corrupt on planted corruption) does not separate. No difference "
                      "below can be told from noise.**\n")
@@ -295,7 +315,12 @@ def summary(data: StudyData) -> str:
     power = has_power(ctrl)
     comps = [c for c in comparisons(data) if not ({c["a"][3], c["b"][3]} & set(CONTROLS))]
     parts = []
-    if power is False:
+    mixed = _mixed_power(ctrl)
+    if mixed:
+        pos = [f"{p['diff']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] ({t})"
+               for t, g in ctrl.items() for p in g["positive"]]
+        parts.append(mixed + " Oracle-clean minus oracle-corrupt: " + "; ".join(pos) + ".")
+    elif power is False:
         parts.append("**The positive control does not separate: this study has no power at its "
                      "scale, and none of its differences can be told from noise.**")
     elif power:
