@@ -62,6 +62,7 @@ def test_judges_both_orders_caches_and_writes_result_files(data_dir, tmp_path, m
     import selbench.judges.external as judges_pkg
 
     monkeypatch.setattr(judges_pkg, "load_judge", lambda name: _StubJudge())
+    monkeypatch.setattr(_StubJudge, "calls", 0)  # other tests use the stub too
     sel = tmp_path / "gen"
     sel.mkdir()
     v, _ = read_answers(data_dir / (DE + "vicuna_test__rand_gpt4_initRAND100__rd_10.jsonl"), str(data_dir))
