@@ -429,3 +429,41 @@ def test_the_data_corrupt_pool_option_carries_the_record(tmp_path, data_dir):
     assert plain.keys.select_key(build_selector("random"), 0.25) != pipe.keys.select_key(
         build_selector("random"), 0.25)
     assert _pool_for(pipe.rd.path(key)).fingerprint() == data.pool.fingerprint()
+
+
+def test_a_study_counts_the_planted_corruption_each_subset_took(tmp_path, data_dir):
+    """The study reader rebuilds a run's corrupted pool from its select record (so lengths
+    are not lost to a fingerprint mismatch) and counts the corrupted rows of each subset,
+    checked against the record corrupt_pool writes."""
+    import pandas as pd
+
+    from selbench.corrupt import corrupt_pool
+    from selbench.data import load_pool
+    from selbench.leaderboard.data import StudyData, _lengths
+    from selbench.leaderboard.report import corruption_section
+
+    clean = load_pool("alpaca", str(data_dir), 60, 0)
+    rows, record = corrupt_pool(clean.rows, 0.25, None, 2)
+    bad = {r["id"]: r["kind"] for r in record["rows"]}
+    ids = [r["id"] for r in rows[::3]]  # a subset: every third row
+    want = sum(i in bad for i in ids)
+    data = {"pool": "alpaca", "data_dir": str(data_dir), "pool_size": 60, "sample_seed": 0,
+            "columns": {}, "corrupt": {"fraction": 0.25, "seed": 2}}
+    from selbench.corrupt import apply_corruption
+
+    fp = apply_corruption(clean, {"fraction": 0.25, "seed": 2}).fingerprint()
+    subs = pd.DataFrame([{"experiment": "e", "select_key": "k", "selector": "random", "seed": 0,
+                          "ratio": 0.33, "setting_fp": "exp:s", "ids": ids}])
+    skipped: list[str] = []
+    L = _lengths(subs, {("e", "k"): {"data": data, "fingerprint": fp}}, None, skipped, [])
+    assert not skipped
+    sel = L[L.group == "k"].iloc[0]
+    assert sel.n == len(ids) and sel.corrupted == want
+    per = json.loads(sel.corrupted_kinds)
+    assert sum(per.values()) == want and all(per[k] == sum(bad.get(i) == k for i in ids) for k in per)
+    pool = L[L.group == "pool"].iloc[0]
+    assert pool.corrupted == record["n_corrupted"] == 15
+    md = corruption_section(StudyData(results=pd.DataFrame(), lengths=L))
+    row = next(l for l in md.splitlines() if l.startswith("| random"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:5] == ["random", "33%", "0", str(len(ids)), f"{want} ({want / len(ids):.0%})"]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..corrupt import CLEAN, CorruptionRecord, apply_corruption
 from ..data import load_pool, resolve_data_dir
 from ..judges.prompts import PROMPT_VERSION
 from ..runs import (DONE, SELECT, TRAIN, RunDir, package_versions, train_key_of,
@@ -311,6 +312,8 @@ def _lengths(subsets: pd.DataFrame, pools: dict, data_dir: str | None, skipped: 
             try:
                 pool = load_pool(d["pool"], d.get("data_dir") or data_dir, d.get("pool_size"),
                                  d.get("sample_seed", 0), d.get("columns") or {})
+                if d.get("corrupt"):  # the run's planted corruption, rebuilt from its seed
+                    pool = apply_corruption(pool, d["corrupt"])
                 loaded[key] = pool if pool.fingerprint() == rec.get("fingerprint") else None
                 if loaded[key] is None:
                     skipped.append(f"pool of {s['select_key']}: its rows changed since the run "
@@ -322,13 +325,36 @@ def _lengths(subsets: pd.DataFrame, pools: dict, data_dir: str | None, skipped: 
         if pool is None:
             continue
         lens = {r["id"]: words(r["output"]) for r in pool.rows}
+        kinds = _kinds(pool)
         if not any(x["group"] == "pool" and x["pool_fp"] == rec.get("fingerprint") for x in rows):
-            rows.append(_box("pool", list(lens.values()), rec.get("fingerprint"), None))
+            rows.append({**_box("pool", list(lens.values()), rec.get("fingerprint"), None),
+                         **_corrupted(kinds, list(lens))})
             if pool.name == "alpaca":
                 rows += _published_lengths(pool, lens, data_dir, published, rec.get("fingerprint"))
-        rows.append(_box(s["select_key"], [lens[i] for i in s["ids"] if i in lens],
-                         rec.get("fingerprint"), s))
+        rows.append({**_box(s["select_key"], [lens[i] for i in s["ids"] if i in lens],
+                            rec.get("fingerprint"), s), **_corrupted(kinds, s["ids"])})
     return pd.DataFrame(rows)
+
+
+def _kinds(pool) -> dict[str, str] | None:
+    """Row id -> corruption kind ("clean" for untouched rows) of a pool with planted
+    corruption; None for a pool without."""
+    if not getattr(pool, "corruption", None):
+        return None
+    rec = CorruptionRecord(pool.corruption)
+    return dict(zip((r["id"] for r in pool.rows), rec.kinds_of(pool)))
+
+
+def _corrupted(kinds: dict[str, str] | None, ids: list[str]) -> dict:
+    """How many of ``ids`` are planted-corrupted rows, in all and per kind (JSON)."""
+    if kinds is None:
+        return {}
+    per: dict[str, int] = {}
+    for i in ids:
+        k = kinds.get(i)
+        if k and k != CLEAN:
+            per[k] = per.get(k, 0) + 1
+    return {"corrupted": sum(per.values()), "corrupted_kinds": json.dumps(dict(sorted(per.items())))}
 
 
 def _box(group: str, v: list[int], fp: str | None, s: dict | None) -> dict:

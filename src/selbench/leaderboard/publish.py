@@ -235,7 +235,8 @@ def render_readme(data: StudyData, figs: dict) -> str:
         "finished stage folders: nothing was recomputed to write it. `bench leaderboard "
         "--render <this folder>` re-renders it from data/ alone.\n",
         "## Commands\n\n```bash\n" + "\n".join(meta.get("commands") or []) + "\n```\n",
-        "## Controls: can this study see a difference?\n\n" + report.controls_section(data),
+        "## Controls: can this study see a difference?\n\n" + report.controls_section(data)
+        + report.corruption_section(data),
         "## How sure are we? Minimum detectable difference\n\n" + report.mde_section(data),
         "## Table 1: PWS vs the full-data model (pooled over "
         + " + ".join(sets) + ")\n\n" + table1_paper(df, "pooled"),

@@ -204,6 +204,32 @@ def controls_section(data: StudyData) -> str:
     return "\n".join(lines)
 
 
+def corruption_section(data: StudyData) -> str:
+    """On a pool with planted corruption: how many corrupted rows each selection took, per
+    kind, next to the pool's share (what random takes on average)."""
+    L = data.lengths
+    if L.empty or "corrupted" not in L or L.corrupted.isna().all():
+        return ""
+    pools = L[(L.group == "pool") & L.corrupted.notna()]
+    sel = L[L.selector.notna() & L.corrupted.notna()] if "selector" in L else L.iloc[:0]
+    if sel.empty:
+        return ""
+    kinds = sorted({k for j in L.corrupted_kinds.dropna() for k in json.loads(j)})
+    body = []
+    for r in pools.itertuples():
+        per = json.loads(r.corrupted_kinds)
+        body.append(["(the whole pool)", "100%", "", int(r.n), f"{int(r.corrupted)} ({r.corrupted / r.n:.0%})",
+                     *[per.get(k, 0) for k in kinds], ""])
+    for r in sel.sort_values(["setting_fp", "ratio", "selector", "seed"]).itertuples():
+        per = json.loads(r.corrupted_kinds)
+        body.append([r.selector, f"{r.ratio:.0%}", int(r.seed), int(r.n),
+                     f"{int(r.corrupted)} ({r.corrupted / max(r.n, 1):.0%})",
+                     *[per.get(k, 0) for k in kinds], _tag(str(r.setting_fp))])
+    return ("\n**Planted corruption in each selected subset** (rows; random takes the pool's "
+            "share on average):\n\n"
+            + _md(body, ["selector", "ratio", "seed", "selected", "corrupted", *kinds, "setting"]))
+
+
 # --------------------------------------------------------------------------- MDE
 def variance_of(cells: dict) -> Variance | None:
     return estimate_variance(cells, _pairs(cells))
