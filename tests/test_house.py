@@ -222,3 +222,46 @@ def test_reference_max_length_is_in_the_reference_nll_key(data_dir, tmp_path):
     default = key()
     assert key(**{"data.reference_max_length": 1024}) == default  # the old default keeps old caches
     assert key(**{"data.reference_max_length": 384}) != default
+
+
+def test_what_a_selection_reads_from_the_run_is_in_its_key(data_dir, tmp_path):
+    """Issue 19 review: a selection that reads the target model's tokenizer, the run's eval
+    prompts, a target file or the run's judge is recomputed when that changes; one that
+    reads none of them keeps its key (and the key it had before this rule existed)."""
+    from selbench.benchmark.stages import Stages, load_run_data
+    from selbench.config import build_config
+    from selbench.runs import stage_key
+    from selbench.selectors import build_selector
+
+    def key(name, params=None, **over):
+        cfg = build_config([str(REPO / "configs" / "default.yaml")],
+                           {"data.data_dir": str(data_dir), "runs_dir": str(tmp_path), **over})
+        st = Stages(cfg, load_run_data(cfg), "cpu")
+        return st.select_key(build_selector(name, params), 0.1).key, st
+
+    other_model = {"model": "gemma3-270m"}
+    # reads nothing from the run: same key under another model, and the old formula
+    k, st = key("random")
+    assert key("random", **other_model)[0] == k
+    sel = build_selector("random")
+    assert k == stage_key("select", "random-r0.1-s0", sel.cache_config(), 0.1, 0, st.data.pool_key).key
+    # the target model's tokenizer
+    assert key("length")[0] != key("length", **other_model)[0]
+    assert key("length", {"tokenizer": "smollm2-135m-instruct"})[0] == \
+        key("length", {"tokenizer": "smollm2-135m-instruct"}, **other_model)[0]
+    assert key("longest", {"unit": "tokens"})[0] != key("longest", {"unit": "tokens"}, **other_model)[0]
+    assert key("longest")[0] == key("longest", **other_model)[0]  # words: no tokenizer
+    # the run's eval prompts (target: eval) and a target file's content
+    assert key("dsir")[0] != key("dsir", **{"data.eval_limit": 3})[0]
+    target = tmp_path / "target.jsonl"
+    target.write_text('{"prompt": "write a poem"}\n')
+    k1 = key("dsir", {"target": str(target)})[0]
+    assert key("dsir", {"target": str(target)}, **{"data.eval_limit": 3})[0] == k1
+    target.write_text('{"prompt": "fix this code"}\n')
+    assert key("dsir", {"target": str(target)})[0] != k1
+    assert key("embed-target")[0] != key("embed-target", **{"data.eval_limit": 3})[0]
+    # the rating judge: the run's first judge when none is named
+    a = key("alpagasus", judges=["hf-smollm2"])[0]
+    assert a != key("alpagasus", judges=["vllm-local"])[0]
+    assert key("alpagasus", {"judge": "hf-smollm2"}, judges=["vllm-local"])[0] == \
+        key("alpagasus", {"judge": "hf-smollm2"}, judges=["offline-refsim-minilm"])[0]

@@ -205,12 +205,12 @@ def _select(rd: RunDir, pool: Pool, pool_key: dict, name: str, params: dict | No
             ratio: float, seed: int, ctx_kw: dict, log) -> dict:
     """One selection through the stage cache: {'indices', 'scores', 'info'}."""
     selector = build_selector(name, params)
-    context = {"target_model": ctx_kw.get("target_model")}
-    if "target" in selector.needs:  # only targeted selectors read the eval prompts
-        context["eval_sets"] = {k: stable_hash([it["prompt"] for it in v])
-                                for k, v in sorted(ctx_kw.get("eval_items", {}).items())}
+    # what the selection reads besides the pool: the same rule as a run's select key
+    context = selector.context_identity(SelectionContext(
+        seed=seed, data_dir=ctx_kw.get("data_dir"), eval_items=ctx_kw.get("eval_items", {}),
+        target_model=ctx_kw.get("target_model"), judges=ctx_kw.get("judges", {})))
     key = stage_key("select", f"{selector.name}-r{ratio:g}-s{seed}", selector.cache_config(),
-                    ratio, seed, pool_key, context)
+                    ratio, seed, pool_key, *([context] if context else []))
 
     def build(tmp: Path) -> None:
         ctx = SelectionContext(seed=seed, run_dir=rd, pool_key=stable_hash(pool_key, n=16),

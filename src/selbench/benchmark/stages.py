@@ -23,6 +23,7 @@ from ..config import ConfigError, RunConfig, resolved_train, stable_hash, to_dic
 from ..corrupt import apply_corruption
 from ..data import DataNotFound, Pool, eval_set_name, load_eval_set, load_pool
 from ..runs import StageKey, stage_key
+from ..selectors.base import SelectionContext
 from .generate import generate_cache_config
 
 REFNLL_VERSION = 1
@@ -112,9 +113,19 @@ class Stages:
         """The pool's identity as selectors see it (``SelectionContext.pool_key``)."""
         return stable_hash(self.data.pool_key, n=16)
 
+    def selection_inputs(self, selector) -> dict:
+        """What the selection reads from this run besides the pool (the target model, the
+        eval prompts, a target file, a judge: ``Selector.context_identity``)."""
+        ctx = SelectionContext(seed=self.cfg.seed, data_dir=self.cfg.data.data_dir,
+                               eval_items=self.data.evals, target_model=self.cfg.model,
+                               judges={name: None for name in self.cfg.judges})
+        return selector.context_identity(ctx)
+
     def select_key(self, selector, ratio: float) -> StageKey:
+        extra = self.selection_inputs(selector)  # {} for most: their keys stay as they were
         return stage_key("select", f"{selector.name}-r{ratio:g}-s{self.cfg.seed}",
-                         selector.cache_config(), ratio, self.cfg.seed, self.data.pool_key)
+                         selector.cache_config(), ratio, self.cfg.seed, self.data.pool_key,
+                         *([extra] if extra else []))
 
     def train_rows(self, indices: list[int] | None) -> list[dict]:
         rows = self.data.pool.rows

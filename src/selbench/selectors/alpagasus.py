@@ -133,6 +133,19 @@ class AlpaGasus(Selector):
         if c.dimension not in CRITERIA:
             raise ValueError(f"alpagasus: dimension must be one of {', '.join(CRITERIA)}, got {c.dimension!r}")
 
+    def context_identity(self, ctx: SelectionContext) -> dict:
+        """The rating judge's identity (its YAML's verdict-changing settings): the run's
+        first judge when none is named, so a run with another judge re-rates."""
+        name = self.config.judge or next(iter(ctx.judges), None)
+        if name is None:
+            return {}
+        try:
+            judge = ctx.judges.get(name) or load_judge(name)
+            ident = judge.cache_identity()
+        except Exception:  # noqa: BLE001 - keyed by name; rating raises the clear error
+            ident = {"unreadable": str(name)}
+        return {"rating_judge": {"name": str(name), **ident}}
+
     def resolve_judge(self, judges: dict[str, Judge]) -> Judge:
         """The rating judge: ``judge`` from the run's judges or loaded, else the run's first."""
         c = self.config

@@ -24,7 +24,6 @@ import math
 import time
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -136,6 +135,14 @@ class Selector:
         its selections)."""
         return {"selector": self.registry_name, **to_dict(self.config),
                 "code": code_identity(type(self))}
+
+    def context_identity(self, ctx: SelectionContext) -> dict[str, Any]:
+        """What this selection reads from the run besides the pool and its own config (the
+        target model's tokenizer, the run's eval prompts, a target file, a judge), as values
+        for the select stage's key: change one of them and the selection is recomputed.
+        ``ctx`` carries the run's inputs (``judges`` may map names to None: load by name).
+        Default: nothing (most selectors read only the pool and their config)."""
+        return {}
 
     @classmethod
     def meta(cls) -> dict[str, Any]:

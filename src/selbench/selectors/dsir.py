@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget, rank_by_score
-from .targets import target_prompts
+from .targets import target_identity, target_prompts
 
 _WORDPUNCT = re.compile(r"\w+|[^\w\s]+", re.UNICODE | re.MULTILINE | re.DOTALL)
 TEXTS = ("all", "prompt")
@@ -186,6 +186,9 @@ class DSIR(Selector):
             raise ValueError(f"dsir: featurizer must be one of {', '.join(FEATURIZERS)}, got {c.featurizer!r}")
         if c.ngrams < 1 or c.num_buckets < 1:
             raise ValueError("dsir: ngrams and num_buckets must be >= 1")
+
+    def context_identity(self, ctx: SelectionContext) -> dict:
+        return target_identity(self.config.target, self.config.target_texts, ctx)
 
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         self._check()

@@ -29,7 +29,7 @@ import numpy as np
 from ..embeddings import embed
 from .base import SELECTORS, Selection, SelectionContext, Selector, SelectorConfig, budget, rank_by_score
 from .embedcache import RECIPES, embed_estimate, pool_embeddings
-from .targets import target_prompts
+from .targets import target_identity, target_prompts
 
 
 @dataclass
@@ -82,6 +82,9 @@ class EmbedTarget(Selector):
 
     def estimate(self, n: int, tokens: float, seed: int = 0) -> dict | None:
         return embed_estimate(n, tokens, self.config.recipe, self.config.embed_max_length)
+
+    def context_identity(self, ctx: SelectionContext) -> dict:
+        return target_identity(self.config.target, self.config.target_texts, ctx)
 
     def select(self, pool, ratio, ctx: SelectionContext, scores=None) -> Selection:
         c = self.config

@@ -74,6 +74,10 @@ class Length(Selector):
     def test_params(cls, tiny_model: str) -> dict:
         return {"tokenizer": tiny_model}
 
+    def context_identity(self, ctx: SelectionContext) -> dict:
+        # the target model's tokenizer counts the tokens unless one is named in the config
+        return {} if self.config.tokenizer else {"target_model": ctx.target_model}
+
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         c = self.config
         if c.count not in COUNTS:

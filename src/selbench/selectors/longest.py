@@ -80,6 +80,9 @@ class Longest(Selector):
     report_rank = 1
     cost_class = "free"
 
+    def context_identity(self, ctx: SelectionContext) -> dict:
+        return {"target_model": ctx.target_model} if self.config.unit == "tokens" else {}
+
     def score(self, pool, ctx: SelectionContext) -> np.ndarray:
         c = self.config
         tok = None
