@@ -265,3 +265,30 @@ def test_what_a_selection_reads_from_the_run_is_in_its_key(data_dir, tmp_path):
     assert a != key("alpagasus", judges=["vllm-local"])[0]
     assert key("alpagasus", {"judge": "hf-smollm2"}, judges=["vllm-local"])[0] == \
         key("alpagasus", {"judge": "hf-smollm2"}, judges=["offline-refsim-minilm"])[0]
+
+
+def test_a_selection_records_its_own_flops_estimate(tiny_pool_rows):
+    """Issue 19 review: cost.flops_est was always None; it is the selector's own estimate
+    (the one `bench plan` shows) unless the selection measured its own."""
+    import numpy as np
+
+    from selbench.data import Pool
+    from selbench.estimates import mean_tokens
+    from selbench.selectors.base import SelectionContext, Selector
+
+    seen = {}
+
+    class Estimating(Selector):  # a test double: scores by position, estimates 6 x n x tokens
+        registry_name = "estimating"
+
+        def estimate(self, n, tokens, seed=0):
+            seen["args"] = (n, tokens)
+            return {"what": "test", "flops": 6.0 * n * tokens, "kind": "proxy"}
+
+        def score(self, pool, ctx):
+            return np.arange(len(pool), dtype=float)
+
+    pool = Pool("p", [dict(r, id=str(i)) for i, r in enumerate(tiny_pool_rows)], "p.json")
+    sel = Estimating().run(pool, 0.5, SelectionContext(log=lambda m: None))
+    n, t = len(pool), mean_tokens(pool.rows, 4096)
+    assert seen["args"] == (n, t) and sel.info["cost"]["flops_est"] == 6.0 * n * t

@@ -167,8 +167,11 @@ def collect_study(runs_dir: Path, warn=None) -> pd.DataFrame:
         sk = r.get("select_key")
         if sk:
             ck = ("flops", str(root), sk)
-            if ck not in cache:
-                cache[ck] = proxy_flops(root, rd.stage_dir(SELECT, sk), row.get("pool_size"))
+            if ck not in cache:  # the selection's own recorded estimate, else one from its config
+                info = _read_json(rd.stage_dir(SELECT, sk) / "info.json")
+                rec = (info.get("cost") or {}).get("flops_est") if isinstance(info, dict) else None
+                cache[ck] = float(rec) if isinstance(rec, (int, float)) and rec > 0 else \
+                    proxy_flops(root, rd.stage_dir(SELECT, sk), row.get("pool_size"))
             row["proxy_flops"] = cache[ck]
         row["judge_prompt_version"] = r.get("prompt_version") or PROMPT_VERSION
         row["result_dir"] = str(res.parent.relative_to(runs_dir))

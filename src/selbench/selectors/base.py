@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import from_dict, to_dict
-from ..estimates import model_params, profile_flops
+from ..estimates import mean_tokens, model_params, profile_flops
 from ..registry import Registry
 from .codeid import code_identity
 from .proxy.config import profile_key_name, tiny_profile_params
@@ -194,10 +194,17 @@ class Selector:
         shared = sorted(ctx.shared_work.values(), key=lambda w: w["key"])
         sel.info["select_seconds"] = wall
         sel.info["selection_seconds"] = own + sum(w["seconds"] for w in shared)
+        flops = sel.info.get("flops_est")
+        if flops is None:  # the selector's own estimate, as `bench plan` shows it
+            try:
+                est = self.estimate(len(pool), mean_tokens(pool.rows, 4096), ctx.seed)
+            except Exception:  # noqa: BLE001 - an estimate never fails a selection
+                est = None
+            flops = est.get("flops") if est else None
         sel.info["cost"] = {"own_seconds": own, "shared": shared, "device": ctx.device,
                             "selection_seconds": sel.info["selection_seconds"],
                             "judge_calls": int(ctx.notes.get("judge_calls", 0)),
-                            "flops_est": sel.info.get("flops_est")}
+                            "flops_est": flops}
         return sel
 
 
