@@ -145,3 +145,13 @@ def test_custom_eval_set_from_a_jsonl_path(tmp_path):
     bad.write_text(json.dumps({"foo": "x"}) + "\n")
     with pytest.raises(PoolError, match="bad.jsonl: row 1: no prompt field"):
         load_eval_set(str(bad))
+
+
+def test_shipped_eval_set_sizes_match_their_files(data_dir):
+    """The plan estimates generation before the data is here from these sizes."""
+    from selbench.data import EVAL_SETS, expected_eval_size, load_eval_set
+
+    for name in EVAL_SETS.names():
+        assert expected_eval_size(name) == len(load_eval_set(name, str(data_dir))), name
+        assert expected_eval_size(name, 5) == 5
+    assert expected_eval_size("self-instruct") == 252 and expected_eval_size("my/own.jsonl") is None

@@ -279,3 +279,22 @@ def test_selftest_runs_its_checks_on_the_cpu(tiny_model_dir, tmp_path):
     assert checks["ifd_batched_vs_batch1"]["max_rel_diff"] < 1e-4
     assert checks["vllm_lora_vs_hf"]["ok"] is None and "skipped" in checks["vllm_lora_vs_hf"]
     assert (tmp_path / "selftest-cpu.md").exists() and res["failed"] == []
+
+
+RUN_CONFIGS = [REPO / "configs" / "default.yaml", REPO / "configs" / "mini" / "base.yaml",
+               *sorted(p for p in (REPO / "configs" / "paper").glob("alpaca*.yaml"))]
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=[p.relative_to(REPO / "configs").as_posix() for p in RUN_CONFIGS])
+def test_every_shipped_run_config_plans_with_memory_and_hours(path, data_dir, tmp_path):
+    """Issue 17, done when: every shipped config plans with memory and hours (on this CPU's
+    tiny data: the estimates are per stage, whatever the hardware says about fitting)."""
+    over = {"data.data_dir": str(data_dir), "runs_dir": str(tmp_path), "data.pool_size": 200,
+            "data.eval_limit": 5, "data.corrupt": {}}
+    plan = _plan([path], **over)
+    est = plan.estimates
+    assert est["train"] and all(t["seconds"] > 0 and t["memory"] > 0 and t["steps"] > 0
+                                for t in est["train"])
+    assert est["device_class"]
+    gen = est.get("generate") or {}
+    assert gen.get("seconds_per_model", 0) > 0 and gen.get("memory", 0) > 0

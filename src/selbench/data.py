@@ -328,6 +328,7 @@ class EvalSet:
     get_prompt: Callable[[dict], str]
     reference_file: str | None = None  # reference answers (field 'answer'), same order/ids
     default: bool = False
+    size: int | None = None  # prompts in the shipped file (plans before the data is here)
 
 
 EVAL_SETS: Registry[EvalSet] = Registry("eval set")
@@ -350,15 +351,23 @@ def _lima_prompt(r: dict) -> str:
 
 _REF = "reference_answers/diverseevol_gpt35_turbo_0624/"
 _register_eval(EvalSet("wizardlm", "eval_prompts/wizardlm_test_set.jsonl", lambda r: str(r["idx"]),
-                       lambda r: r["Instruction"], _REF + "wizardlm_test_gpt35_0624.jsonl", True))
+                       lambda r: r["Instruction"], _REF + "wizardlm_test_gpt35_0624.jsonl", True, 218))
 _register_eval(EvalSet("vicuna", "eval_prompts/vicuna_test_set.jsonl",
                        lambda r: str(r["question_id"]), lambda r: r["text"],
-                       _REF + "vicuna_test_gpt35_0624.jsonl", True))
+                       _REF + "vicuna_test_gpt35_0624.jsonl", True, 80))
 _register_eval(EvalSet("koala", "eval_prompts/koala_test_set.jsonl", lambda r: str(r["id"]),
-                       lambda r: r["prompt"], _REF + "koala_test_gpt35_0624.jsonl"))
-_register_eval(EvalSet("lima", "eval_prompts/lima_test_set.jsonl", None, _lima_prompt))  # type: ignore[arg-type]
+                       lambda r: r["prompt"], _REF + "koala_test_gpt35_0624.jsonl", size=180))
+_register_eval(EvalSet("lima", "eval_prompts/lima_test_set.jsonl", None, _lima_prompt, size=300))  # type: ignore[arg-type]
 _register_eval(EvalSet("sinstruct", "eval_prompts/sinstruct_test_set.jsonl",
-                       lambda r: str(r["id"]), _sinstruct_prompt), "self-instruct")
+                       lambda r: str(r["id"]), _sinstruct_prompt, size=252), "self-instruct")
+
+
+def expected_eval_size(name: str, limit: int | None = None) -> int | None:
+    """Prompts a registered eval set has (cut to ``limit``), known without its file; None for
+    a user's own file."""
+    es = EVAL_SETS.get(name) if name in EVAL_SETS else None
+    n = es.size if es is not None else None
+    return None if n is None else (min(n, limit) if limit else n)
 
 
 def parse_jsonl(lines, path, error: type[Exception], unit: str = "row") -> list:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from ..config import ConfigError, RunConfig, stable_hash
-from ..data import KNOWN_POOLS, DataNotFound, PoolError
+from ..data import KNOWN_POOLS, DataNotFound, PoolError, expected_eval_size
 from ..estimates import (DEVICE_CLASSES, GIB, device_class_for, fmt_bytes, fmt_flops, fmt_hours,
                          fmt_params, forward_flops, generate_seconds, inference_memory,
                          judge_tokens, lora_param_count, mean_tokens, model_shape, seconds_for,
@@ -169,7 +169,10 @@ def _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev, plan: 
         kp = KNOWN_POOLS.get(cfg.data.pool)
         n = cfg.data.pool_size or (kp.expected_rows if kp else None)
         tokens = min(t.max_length, 180.0)
-        n_prompts = n_refs = None
+        n_refs = None
+        # the shipped eval sets' sizes are known without their files
+        sizes = [expected_eval_size(es, cfg.data.eval_limit) for es in cfg.data.eval_sets]
+        n_prompts = sum(sizes) if sizes and None not in sizes else None
         if n is None:
             plan.add("note", "pool size unknown until it loads: estimates left out")
     shape = model_shape(cfg.model)
