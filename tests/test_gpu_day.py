@@ -298,3 +298,29 @@ def test_every_shipped_run_config_plans_with_memory_and_hours(path, data_dir, tm
     assert est["device_class"]
     gen = est.get("generate") or {}
     assert gen.get("seconds_per_model", 0) > 0 and gen.get("memory", 0) > 0
+
+
+def test_the_plan_estimates_proxy_memory(data_dir, tmp_path):
+    """Issue 17.3: memory per stage includes the selection's proxy work, at the selector's
+    own resolved settings (the memory model itself is checked by hand above)."""
+    from selbench.benchmark.plan import render_plan
+    from selbench.config import build_config
+    from selbench.estimates import inference_memory, lora_param_count, model_shape, train_memory
+    from selbench.selectors import build_selector
+
+    over = {"data.data_dir": str(data_dir), "runs_dir": str(tmp_path), "data.pool_size": 200}
+    files = [str(REPO / "configs" / "default.yaml")]
+    for name in ("gsnr", "ifd"):
+        plan = _plan(files, **{**over, "selector": name})
+        cfg = build_config(files, {**over, "selector": name})
+        c = build_selector(name, cfg.selector_params, cfg.proxy).config
+        if name == "gsnr":
+            pc = c.profile
+            shape = model_shape(pc.proxy)
+            want = train_memory(shape, "lora", pc.batch_size, pc.max_length, False,
+                                lora_params=lora_param_count(shape, pc.lora_r)).total
+        else:
+            want = inference_memory(model_shape(c.proxy), False, c.batch_size, c.max_length).total
+        assert plan.estimates["proxy"]["memory"] == want > 0
+        sel_line = next(l for l in render_plan(plan, cfg).splitlines() if l.strip().startswith("select ("))
+        assert "per device" in sel_line

@@ -157,6 +157,24 @@ def make_plan(cfg: RunConfig, data: RunData | None = None, judges: dict | None =
     return plan
 
 
+def proxy_memory(selector, kind: str):
+    """Peak memory of a selector's proxy work: LoRA training with per-example gradients
+    (profile, SPICE: kind train / proxy) or forward scoring (IFD, perplexity: forward), in
+    fp32 at the selector's own batch size and max length; None without a known proxy."""
+    c = selector.config
+    src = getattr(c, "profile", None) or c
+    proxy = getattr(src, "proxy", None)
+    shape = model_shape(proxy) if isinstance(proxy, str) else None
+    if shape is None:
+        return None
+    bs = int(getattr(src, "batch_size", 0) or 8)
+    ml = int(getattr(src, "max_length", 0) or 512)
+    if kind == "forward":
+        return inference_memory(shape, False, bs, ml)
+    r = int(getattr(src, "lora_r", 8) or 8)
+    return train_memory(shape, "lora", bs, ml, False, lora_params=lora_param_count(shape, r))
+
+
 def _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev, plan: Plan) -> dict:
     t = cfg.train
     procs = train_processes(cfg)
@@ -232,6 +250,11 @@ def _estimates(cfg, data, selector, judges, device, mem_gb, mem_src, dev, plan: 
             cost = dict(cost)
             if cost.get("flops") is not None or "seconds" not in cost:  # judge calls: own seconds
                 cost["seconds"] = seconds_for(cost.get("flops"), dev, cost.get("kind", "train"))
+            pm = proxy_memory(selector, cost.get("kind", "train"))
+            if pm is not None:
+                cost["memory"], cost["memory_detail"] = pm.total, pm.describe()
+                check_memory(plan, f"selection ({selector.name}, proxy)", pm.total, mem_gb,
+                             pm.describe(), "lower the selector's batch_size / max_length")
             est["proxy"] = cost
     if n_prompts is not None:
         est["judges"] = []
@@ -356,7 +379,8 @@ def render_plan(plan: Plan, cfg: RunConfig) -> str:
     if "proxy" in e:
         p = e["proxy"]
         shared = f" (shared: {p['shared']})" if p.get("shared") else ""
-        lines.append(f"  select ({p.get('what', 'proxy')}): ~{fmt_flops(p.get('flops'))}, "
+        pmem = f", ~{fmt_bytes(p['memory'])} per device" if p.get("memory") else ""
+        lines.append(f"  select ({p.get('what', 'proxy')}): ~{fmt_flops(p.get('flops'))}{pmem}, "
                      f"~{fmt_hours(p.get('seconds'))}{shared}"
                      + (f", {p['judge_calls']} judge calls" if p.get("judge_calls") else "")
                      + (f" (~${p['cost_usd']:.2f}, {p.get('price_source') or 'judge YAML prices'})"
