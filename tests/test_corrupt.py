@@ -467,3 +467,29 @@ def test_a_study_counts_the_planted_corruption_each_subset_took(tmp_path, data_d
     row = next(l for l in md.splitlines() if l.startswith("| random"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:5] == ["random", "33%", "0", str(len(ids)), f"{want} ({want / len(ids):.0%})"]
+
+
+def test_the_oracles_run_under_the_proxy_layer_of_a_grid(tmp_path, data_dir):
+    """The mini grid sets proxy.record: train for G-SNR; the oracles' own `record` (the
+    corruption record file) must not receive it (it did: every oracle cell failed with
+    "train: corruption record not found")."""
+    from selbench.benchmark.pipeline import Pipeline
+    from selbench.config import build_config
+    from selbench.corrupt import CLEAN, find_record
+    from selbench.selectors import build_selector
+
+    over = {"data.data_dir": str(data_dir), "data.pool_size": 60, "runs_dir": str(tmp_path),
+            "data.corrupt": {"fraction": 0.25, "seed": 1}, "proxy.record": "train",
+            "proxy.batch_size": 4, "selector": "oracle-clean"}
+    pipe = Pipeline(build_config([], over), progress=False, log=lambda m: None)
+    data = pipe.load_data()
+    sel = pipe.build_selector()
+    assert sel.config.record is None
+    kinds = find_record(data.pool).kinds_of(data.pool)
+    _, sub = pipe.select(sel, 0.5)
+    assert len(sub["indices"]) == 30 and all(kinds[i] == CLEAN for i in sub["indices"])
+    # the proxy layer still reaches the proxy selectors, top level and profile
+    cfg = pipe.cfg
+    assert build_selector("gsnr", None, cfg.proxy).config.profile.record == "train"
+    assert build_selector("ifd", None, cfg.proxy).config.batch_size == 4
+    assert build_selector("random", None, cfg.proxy).config == build_selector("random").config

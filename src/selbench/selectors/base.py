@@ -237,7 +237,9 @@ def with_shared_proxy(config_cls: type, params: dict[str, Any] | None, proxy: An
     at the top level **and** in its ``profile`` dataclass (GrADS-style has a top-level
     ``batch_size`` for its own pass and a profile: both get the shared value, so its profile
     is the same as G-SNR's); keys given in ``params`` win; fields the selector does not have
-    are ignored."""
+    are ignored. A selector with no proxy model (no ``proxy`` field, at the top or in its
+    profile) gets nothing: the oracles' corruption ``record`` file is not the proxy layer's
+    ``record`` mode, nor a random selector's batch size the proxy's."""
     out = copy.deepcopy(dict(params or {}))
     if proxy is None:
         return out
@@ -245,6 +247,8 @@ def with_shared_proxy(config_cls: type, params: dict[str, Any] | None, proxy: An
     top = {f.name for f in fields(config_cls)}
     prof_cls = hints.get("profile") if "profile" in top else None
     prof = {f.name for f in fields(prof_cls)} if prof_cls is not None and is_dataclass(prof_cls) else set()
+    if "proxy" not in top and "proxy" not in prof:
+        return out
     for key, value in to_dict(proxy).items():
         if value is None:
             continue
