@@ -154,6 +154,16 @@ def test_run_grid_order_keeps_going_and_exit_code(tmp_path, monkeypatch, capsys)
     assert "7 ok, 1 failed" in out and "RuntimeError: boom" in out  # 2 baselines + 5 cells
     st = json.loads((tmp_path / "runs" / "x" / "grid" / "g.json").read_text())
     assert st["cells"]["full | random | r=0.1 | seed 1"]["state"] == "ok"
+    # --reverse: the second process of a two-process grid; baselines first, cells last to
+    # first, its own status file (the forward one's is left alone)
+    order.clear()
+    before = (tmp_path / "runs" / "x" / "grid" / "g.json").read_text()
+    assert cli.main(["grid", str(grid), "--quiet", "--reverse"]) == 1
+    assert order[:2] == [("full", "lora"), ("full", "full")]
+    assert order[2:] == [("ifd", 0, "full"), ("random", 1, "full"), ("random", 0, "full"),
+                         ("ifd", 0, "lora"), ("random", 1, "lora"), ("random", 0, "lora")]
+    assert (tmp_path / "runs" / "x" / "grid" / "g-reverse.json").exists()
+    assert (tmp_path / "runs" / "x" / "grid" / "g.json").read_text() == before
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import yaml
 
 from . import perf
 from .benchmark.grid import (dump_cells, load_grid, plan_grid, render_grid_plan, render_summary,
-                             run_grid)
+                             reversed_order, run_grid)
 from .benchmark.pipeline import Pipeline
 from .benchmark.plan import PlanError, make_plan, render_plan
 from .config import (ConfigError, all_keys, build_config, configs_root, key_doc, load_yaml_text,
@@ -220,6 +220,8 @@ def cmd_judge(args) -> int:
 def cmd_grid(args) -> int:
     sets = list(args.set) + ([f"runs_dir={args.runs_dir}"] if args.runs_dir else [])
     grid = load_grid(args.grid, sets)
+    if args.reverse:
+        grid = reversed_order(grid)
     if args.list:
         print(dump_cells(grid))
         return 0
@@ -449,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--list", action="store_true", help="list the expanded cells and stop")
     g.add_argument("--verbose", action="store_true", help="the plan lists every cell")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--reverse", action="store_true",
+                   help="run the cells last to first (status in <grid>-reverse.json): start it "
+                        "as a second process next to the forward one to use two cores/GPUs")
     g.add_argument("--runs-dir", help=key_doc("runs_dir") + " (every cell)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell")

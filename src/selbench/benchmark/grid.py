@@ -89,6 +89,14 @@ class Grid:
         return self.runs_root / "grid" / f"{self.name}.json"
 
 
+def reversed_order(grid: Grid) -> Grid:
+    """The same grid with its cells in reverse order and its own status file
+    (``<name>-reverse.json``): run it as a second process next to the forward one (same
+    experiment folder) and the two work from both ends; the stage locks make every shared
+    stage (the full-data model, a profile, a cell the other process is on) run once."""
+    return Grid(f"{grid.name}-reverse", grid.path, list(reversed(grid.cells)), grid.settings, grid.spec)
+
+
 def _flat_sets(d: dict | None, prefix: str = "") -> list[str]:
     """{a: {b: 1}} or {"a.b": 1} -> ["a.b=1"] (--set strings)."""
     out = []
