@@ -178,3 +178,28 @@ def test_a_control_that_separates_on_one_metric_only_is_reported_per_metric(monk
     assert "separates on reference NLL" in report.controls_section(data).splitlines()[0]
     assert report.power_by_metric(ctrl) == {"judge J (offline, not an LLM)": False,
                                             "reference NLL (lower is better)": True}
+
+
+def test_seed_noise_is_estimated_from_the_null_control_and_added_to_comparisons():
+    """A continuous metric (reference NLL) whose seeds differ by more than prompt noise: the
+    null comparisons give tau^2, and a comparison's CI grows by tau^2 (1/k_A + 1/k_B)."""
+    from selbench.leaderboard.report import paired, seed_shift, with_seed_noise
+
+    rng = np.random.default_rng(3)
+    n, tau = 200, 0.01
+    base = rng.normal(0, 0.05, n)
+    seeds = {s: {("e", str(i)): float(base[i] + shift + rng.normal(0, 0.001))
+                 for i in range(n)} for s, shift in enumerate(rng.normal(0, tau, 6))}
+    nulls = [paired({a: seeds[a]}, {b: seeds[b]}) for a in range(6) for b in range(a + 1, 6)]
+    assert sum(x["ci95"][0] > 0 or x["ci95"][1] < 0 for x in nulls) >= 10  # prompt-only CIs fail
+    t2 = seed_shift(nulls)
+    shifts = [np.mean(list(v.values())) for v in seeds.values()]
+    assert t2 == pytest.approx(np.var(shifts, ddof=1), rel=0.6)  # 6 seeds: a rough estimate
+    r = paired({0: seeds[0]}, {1: seeds[1], 2: seeds[2]})
+    w = with_seed_noise(r, t2, 1, 2)
+    se = math.sqrt(r["se"] ** 2 + t2 * 1.5)
+    assert w["ci95"] == pytest.approx((r["diff"] - 1.959964 * se, r["diff"] + 1.959964 * se))
+    assert w["ci95_prompts"] == r["ci95"] and w["seed_noise"] == pytest.approx(math.sqrt(t2))
+    # no measurable seed shift (a judged outcome whose null CIs hold): the CI is unchanged
+    assert with_seed_noise(r, 0.0, 1, 2)["ci95"] == r["ci95"]
+    assert seed_shift([]) is None

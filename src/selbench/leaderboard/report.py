@@ -96,7 +96,29 @@ def paired(a: dict, b: dict, n_boot: int = 4000, seed: int = 0) -> dict:
     boots = d[np.random.default_rng(seed).integers(0, len(d), (n_boot, len(d)))].mean(1)
     lo, hi = np.quantile(boots, [0.025, 0.975])
     return {"diff": float(d.mean()), "ci95": (float(lo), float(hi)), "n": len(d),
+            "se": float(boots.std(ddof=1)),
             "p_a_better": float(((boots > 0).sum() + 0.5 * (boots == 0).sum()) / n_boot)}
+
+
+def seed_shift(nulls: list[dict]) -> float | None:
+    """tau^2, the variance of a training seed's global shift of a metric, from its null
+    comparisons (two seeds of one selector, each difference d with prompt-only bootstrap
+    standard error se): E[d^2] = 2 tau^2 + se^2, so tau^2 = max(0, mean(d^2 - se^2) / 2).
+    The prompt bootstrap alone holds the models fixed; a metric whose seeds differ by more
+    than that (a continuous one like reference NLL) needs tau^2 in every comparison. None
+    without null comparisons."""
+    vals = [x["diff"] ** 2 - x.get("se", 0.0) ** 2 for x in nulls if x.get("n")]
+    return max(0.0, float(np.mean(vals)) / 2) if vals else None
+
+
+def with_seed_noise(r: dict, tau2: float | None, ka: int, kb: int) -> dict:
+    """``r`` (a paired comparison) with the seed noise added to its CI: se_total^2 = se^2 +
+    tau^2 (1/k_A + 1/k_B) for k_A, k_B seeds; the prompt-only CI is kept as ``ci95_prompts``."""
+    if tau2 is None or not r.get("n") or not np.isfinite(r.get("se", np.nan)):
+        return {**r, "ci95_prompts": r["ci95"], "seed_noise": None}
+    se = float(np.sqrt(r["se"] ** 2 + tau2 * (1.0 / ka + 1.0 / kb)))
+    ci = (r["diff"] - 1.959964 * se, r["diff"] + 1.959964 * se) if tau2 > 0 else r["ci95"]
+    return {**r, "ci95_prompts": r["ci95"], "ci95": ci, "seed_noise": float(np.sqrt(tau2))}
 
 
 def _excludes0(ci) -> bool:
@@ -131,14 +153,16 @@ def controls(data: StudyData) -> dict:
                                                     for c, seeds in nll.items()}
     for title, cells in groups.items():
         nulls = null_comparisons(cells)
+        tau2 = seed_shift(nulls)
         pos = []
         for a, b in _pairs(cells):
             if {a[3], b[3]} == set(CONTROLS):
                 good, bad = (a, b) if a[3] == "oracle-clean" else (b, a)
-                r = paired(cells[good], cells[bad])
+                r = with_seed_noise(paired(cells[good], cells[bad]), tau2, len(cells[good]),
+                                    len(cells[bad]))
                 pos.append({"setting_fp": a[0], "regime": a[1], "ratio": a[2], **r,
                             "separates": r["ci95"][0] > 0})
-        out[title] = {"null": nulls, "positive": pos}
+        out[title] = {"null": nulls, "positive": pos, "tau2": tau2}
     return out
 
 
@@ -189,6 +213,12 @@ def controls_section(data: StudyData) -> str:
                      f"bootstrap over prompts)\n\n" + _md(body, ["ratio", "regime", "prompts", "difference",
                                                                 "95% CI", "separates", "setting"]))
         nulls = g["null"]
+        if g.get("tau2"):
+            lines.append(f"_Training-seed noise of this metric: a seed shifts it by sd "
+                         f"{np.sqrt(g['tau2']):.4g} (from the null comparisons below); the "
+                         f"positive control above and every paired comparison add it to their "
+                         f"CI (diff +- 1.96 sqrt(se_prompts^2 + tau^2 (1/k_A + 1/k_B))); the "
+                         f"null control's own CIs are prompt-only, which is what it tests._\n")
         if nulls:
             k = sum(x["excludes0"] for x in nulls)
             body = [[x["cell"][3], f"{x['cell'][2]:.0%}", f"{x['a']} vs {x['b']}", x["n"],
@@ -258,7 +288,7 @@ def mde_section(data: StudyData, pilot: Variance | None = None) -> str:
         est = variance_of(nll)
         n_ref = int(np.median([len(s) for seeds in nll.values() for s in seeds.values()]))
         if est:
-            for k in sorted({seeds, 3}):
+            for k in sorted({1, seeds, 3}):
                 rows.append(["reference NLL (nats/token)", "this study", n_ref, k,
                              _fmt(mde(n_ref, k, est), 4), est.source])
         else:
@@ -305,8 +335,9 @@ def comparisons(data: StudyData) -> list[dict]:
         groups["reference NLL"] = {c: {s: {k: -v for k, v in d.items()} for s, d in seeds.items()}
                                    for c, seeds in nll.items()}
     for title, cells in groups.items():
+        tau2 = seed_shift(null_comparisons(cells))
         for a, b in _pairs(cells):
-            r = paired(cells[a], cells[b])
+            r = with_seed_noise(paired(cells[a], cells[b]), tau2, len(cells[a]), len(cells[b]))
             if r["n"]:
                 out.append({"metric": title, "a": a, "b": b, "seeds_a": len(cells[a]),
                             "seeds_b": len(cells[b]), **r, "excludes0": _excludes0(r["ci95"])})
@@ -325,12 +356,14 @@ def paired_section(data: StudyData) -> str:
                  _fmt(c["p_a_better"], 2), "**yes**" if c["excludes0"] else "no", _tag(str(c["a"][0]))]
                 for c in comps if c["metric"] == metric]
         out.append(f"**{metric}{unit}**\n\n" + _md(body, ["ratio", "regime", "A", "B", "seeds A/B",
-                                                          "prompts", "A - B", "95% CI (paired)",
+                                                          "prompts", "A - B", "95% CI (paired, + seed noise)",
                                                           "P(A better)", "CI excludes 0", "setting"]))
     note = ("Both selectors of a row are judged against the same full-data model on the same "
             "prompts; the bootstrap resamples prompts (4,000 resamples, the same for A and B) with "
-            "each prompt's value averaged over seeds. P(A better) = share of resamples with A "
-            "ahead. PWS differences are in PWS units.\n\n")
+            "each prompt's value averaged over seeds. Where the study's null control measured a "
+            "training-seed shift (tau > 0, see Controls) the CI adds it: diff +- 1.96 "
+            "sqrt(se_prompts^2 + tau^2 (1/k_A + 1/k_B)) for k_A, k_B seeds. P(A better) = share of "
+            "prompt resamples with A ahead. PWS differences are in PWS units.\n\n")
     return note + "\n".join(out)
 
 
@@ -347,8 +380,12 @@ def summary(data: StudyData) -> str:
                for t, g in ctrl.items() for p in g["positive"]]
         parts.append(mixed + " Oracle-clean minus oracle-corrupt: " + "; ".join(pos) + ".")
     elif power is False:
-        parts.append("**The positive control does not separate: this study has no power at its "
-                     "scale, and none of its differences can be told from noise.**")
+        pos = [f"{p['diff']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] ({t})"
+               for t, g in ctrl.items() for p in g["positive"]]
+        parts.append("**The positive control does not separate on any metric (oracle-clean minus "
+                     "oracle-corrupt: " + "; ".join(pos) + "): this study cannot show that it "
+                     "would see a planted difference in data quality at its scale, so no row "
+                     "below is evidence that one selector gives a better model.**")
     elif power:
         pos = [f"{p['diff']:+.3f} [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] ({t})"
                for t, g in ctrl.items() for p in g["positive"]]
@@ -356,15 +393,26 @@ def summary(data: StudyData) -> str:
                      + "; ".join(pos) + "), so the study can see a planted difference.")
     else:
         parts.append("No positive control ran, so the study cannot show it has power.")
-    nulls = [x for g in ctrl.values() for x in g["null"]]
-    if nulls:
+    for t, g in ctrl.items():
+        nulls = g["null"]
+        if not nulls:
+            continue
         k = sum(x["excludes0"] for x in nulls)
-        parts.append(f"Null control: {k} of {len(nulls)} seed-vs-seed CIs exclude 0 (about 5% "
-                     f"expected).")
+        line = f"Null control ({t}): {k} of {len(nulls)} seed-vs-seed prompt-only CIs exclude 0"
+        if g.get("tau2") and k / len(nulls) > 0.2:
+            line += (f", far above the 5% a calibrated CI gives: a training seed alone shifts this "
+                     f"metric (sd {np.sqrt(g['tau2']):.2g}), so every comparison here adds that "
+                     f"seed noise to its CI.")
+        else:
+            line += " (about 5% expected)."
+        parts.append(line)
     real = [c for c in comps if c["excludes0"]]
     if comps:
         if real:
-            parts.append("Differences whose paired 95% CI excludes 0: " + "; ".join(
+            head = ("Differences whose paired 95% CI excludes 0" if power else
+                    "Differences whose paired 95% CI (seed noise included) excludes 0, real "
+                    "differences of that metric but not shown to be differences in quality")
+            parts.append(head + ": " + "; ".join(
                 f"{c['a'][3]} vs {c['b'][3]} at {c['a'][2]:.0%} ({c['metric']}: {c['diff']:+.3f} "
                 f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}])" for c in real) + ".")
         vs_random = [c for c in comps if "random" in (c["a"][3], c["b"][3])
