@@ -138,16 +138,8 @@ def _read_records(path: Path) -> list[tuple[int, Any]]:
         raise PoolError(f"{path}: the file is empty")
     stripped = text.lstrip()
     if path.suffix == ".jsonl" or (not stripped.startswith("[") and path.suffix != ".json"):
-        out = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                out.append((i, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise PoolError(f"{path}: row {i}: invalid JSON ({e.msg} at column {e.colno})") from None
-            except RecursionError:
-                raise PoolError(f"{path}: row {i}: nested too deeply to be a pool row") from None
+        out = numbered_jsonl(text.splitlines(), path, PoolError, "row", column=True,
+                             nested="nested too deeply to be a pool row")
         if not out:
             raise PoolError(f"{path}: the file has no rows")
         return out
@@ -370,16 +362,28 @@ def expected_eval_size(name: str, limit: int | None = None) -> int | None:
     return None if n is None else (min(n, limit) if limit else n)
 
 
-def parse_jsonl(lines, path, error: type[Exception], unit: str = "row") -> list:
-    """One JSON value per non-blank line; a bad line raises ``error`` naming file and line."""
+def numbered_jsonl(lines, path, error: type[Exception], unit: str = "row",
+                   column: bool = False, nested: str = "nested too deeply") -> list[tuple[int, Any]]:
+    """(line number, value) for every non-blank line; a bad line raises ``error`` naming the
+    file and the line (``unit`` names it: row, line), with the column when ``column``; a
+    value nested past Python's recursion limit raises ``error`` with ``nested``."""
     out = []
     for i, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise error(f"{path}: {unit} {i}: invalid JSON ({e.msg})") from None
+        if not line.strip():
+            continue
+        try:
+            out.append((i, json.loads(line)))
+        except json.JSONDecodeError as e:
+            at = f" at column {e.colno}" if column else ""
+            raise error(f"{path}: {unit} {i}: invalid JSON ({e.msg}{at})") from None
+        except RecursionError:
+            raise error(f"{path}: {unit} {i}: {nested}") from None
     return out
+
+
+def parse_jsonl(lines, path, error: type[Exception], unit: str = "row") -> list:
+    """One JSON value per non-blank line; a bad line raises ``error`` naming file and line."""
+    return [v for _, v in numbered_jsonl(lines, path, error, unit)]
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..config import stable_hash
-from ..data import EVAL_SETS, DataNotFound, PoolError, load_eval_set
+from ..data import EVAL_SETS, DataNotFound, PoolError, load_eval_set, numbered_jsonl
 from ..runs import EXTERNAL, JUDGE, RunDir, experiment_root, stage_key
 from .base import CompletionCache, load_judge
 from .stage import build_items, judge_items, reduce, usage_of, write_rows
@@ -63,17 +63,7 @@ def _rows(path: Path) -> tuple[str, list[tuple[int, object]]]:
         if not isinstance(data, list):
             raise AnswerFormatError(f"{path}: expected a JSON list")
         return "item", list(enumerate(data, 1))
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise AnswerFormatError(f"{path}: line {n}: invalid JSON ({e.msg})") from None
-        except RecursionError:
-            raise AnswerFormatError(f"{path}: line {n}: nested too deeply") from None
-    return "line", out
+    return "line", numbered_jsonl(text.splitlines(), path, AnswerFormatError, "line")
 
 
 def detect_format(row: dict) -> str:
