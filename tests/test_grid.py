@@ -206,3 +206,17 @@ def test_grid_runs_shares_the_baseline_keeps_going_and_resumes(tmp_path, tiny_mo
     assert rc == 1 and len(calls) == n
     g2 = load_grid(grid)
     assert "2 done" in render_grid_plan(g2, plan_grid(g2))
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=[p.name if p.parent.name != "mini" else "mini/grid.yaml"
+                                             for p in GRIDS])
+def test_every_shipped_grid_plans(path, data_dir, tmp_path):
+    """Every shipped grid plans (stages, hours, MDE) without running; the CPU grids plan
+    with no problem at all on the shared data."""
+    g = load_grid(path, [f"runs_dir={tmp_path}", f"data.data_dir={data_dir}"])
+    p = plan_grid(g)
+    text = render_grid_plan(g, p)
+    assert f"{len(g.cells)} cells" in text and "MDE" in text
+    if path.name in ("grid-smoke.yaml", "grid.yaml"):
+        assert not p["problems"], p["problems"]
+        assert p["to_run"] == p["stages"] > 0
