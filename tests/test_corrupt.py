@@ -493,3 +493,16 @@ def test_the_oracles_run_under_the_proxy_layer_of_a_grid(tmp_path, data_dir):
     assert build_selector("gsnr", None, cfg.proxy).config.profile.record == "train"
     assert build_selector("ifd", None, cfg.proxy).config.batch_size == 4
     assert build_selector("random", None, cfg.proxy).config == build_selector("random").config
+
+
+def test_an_explicit_record_file_is_keyed_by_its_content(tmp_path):
+    from selbench.selectors import build_selector
+    from selbench.selectors.base import SelectionContext
+
+    rec = tmp_path / "r.corruption.json"
+    rec.write_text('{"a": 1}')
+    sel = build_selector("oracle-clean", {"record": str(rec)})
+    k1 = sel.context_identity(SelectionContext())
+    rec.write_text('{"a": 2}')
+    assert sel.context_identity(SelectionContext()) != k1
+    assert build_selector("oracle-clean").context_identity(SelectionContext()) == {}

@@ -15,7 +15,9 @@ not know is an error. ``test_record`` (contract tests only) calls every third ro
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +42,17 @@ class _Oracle(Selector):
     @classmethod
     def test_params(cls, tiny_model: str) -> dict:
         return {"test_record": True}
+
+    def context_identity(self, ctx: SelectionContext) -> dict:
+        """A record file named in the config is keyed by its content (an edited record
+        re-selects); a record the pool carries is part of the pool's rows already."""
+        if not self.config.record:
+            return {}
+        try:
+            digest = hashlib.sha256(Path(self.config.record).expanduser().read_bytes()).hexdigest()[:16]
+        except OSError:
+            digest = "unreadable"  # the selection then fails with the record's own error
+        return {"record_sha": digest}
 
     def corrupted(self, pool) -> np.ndarray:
         """True for the pool's corrupted rows."""
